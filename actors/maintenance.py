@@ -1,0 +1,194 @@
+"""Keeping the platform healthy: cache cleanup, stuck jobs, old rows, health, backups, queue watch."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+from dramatiq.message import Message
+from periodiq import cron
+from sqlalchemy import delete, text
+
+from broker import redis_client_for
+from processing import housekeeping
+from settings import QUEUES, settings
+from storage.db import is_sqlite, session_scope
+from storage.jobs import count_by_state, mark_stuck, prune_finished, running_since_before
+from storage.models import HealthCheck
+
+logger = logging.getLogger(__name__)
+
+QUEUE = "maintenance"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=1, periodic=cron("30 2 * * *"))
+def cleanup_cache(days: float | None = None) -> dict[str, Any]:
+    """Delete cache files (downloads, renders) older than ``days`` (default ``CACHE_RETENTION_DAYS``)."""
+    removed = housekeeping.delete_files_older_than(settings.cache_dir, days or settings.cache_retention_days)
+    return {"files": removed.files, "bytes": removed.bytes}
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, periodic=cron("0 * * * *"))
+def reap_stuck_jobs() -> dict[str, Any]:
+    """Fail jobs left ``running`` past their hard limit, and send them again while retries remain.
+
+    A worker that died mid-job has its message redelivered by the broker within seconds, so what is
+    left ``running`` this long lost its final status write; running it again is the at-least-once promise.
+    """
+    broker = dramatiq.get_broker()
+    now = _now()
+    margin = timedelta(milliseconds=settings.heartbeat_timeout * 2)
+    shortest_cutoff = now - timedelta(milliseconds=1000) - margin
+    reaped, resent = [], []
+    for job in running_since_before(shortest_cutoff):
+        try:
+            actor = broker.get_actor(job.actor)
+        except dramatiq.errors.ActorNotFound:
+            actor = None
+        hard_limit = (actor.options.get("time_limit") if actor else None) or settings.hard_time_limit
+        started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+        if started > now - timedelta(milliseconds=hard_limit) - margin:
+            continue
+        if not mark_stuck(job.id, seq=job.seq, now=now, message="still running past its hard time limit"):
+            continue
+        reaped.append(job.id)
+        max_retries = (actor.options.get("max_retries") if actor else None)
+        max_retries = settings.max_retries if max_retries is None else max_retries
+        arguments = _arguments(job.args)
+        if actor is not None and arguments is not None and job.attempts <= max_retries:
+            message = Message(
+                queue_name=actor.queue_name,
+                actor_name=actor.actor_name,
+                args=tuple(arguments["args"]),
+                kwargs=arguments["kwargs"],
+                options={"retries": job.attempts},
+                message_id=job.id,
+            )
+            broker.enqueue(message)
+            resent.append(job.id)
+    if reaped:
+        logger.warning("Reaped %d stuck jobs, sent %d again: %s", len(reaped), len(resent), reaped)
+    return {"reaped": reaped, "resent": resent}
+
+
+def _arguments(stored: str | None) -> dict[str, Any] | None:
+    """The arguments a job row recorded, unless they were truncated."""
+    if not stored:
+        return None
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and {"args", "kwargs"} <= value.keys() else None
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=1, periodic=cron("0 3 * * *"))
+def prune_old_data(days: int | None = None) -> dict[str, Any]:
+    """Delete finished jobs and health checks older than ``days`` (default ``JOB_RETENTION_DAYS``).
+
+    Results in Redis expire on their own after ``RESULT_TTL_MS``.
+    """
+    keep = timedelta(days=days or settings.job_retention_days)
+    now = _now()
+    jobs = prune_finished(keep, now)
+    with session_scope() as session:
+        checks = session.execute(delete(HealthCheck).where(HealthCheck.checked_at < now - keep)).rowcount  # type: ignore[attr-defined]
+    return {"jobs": jobs, "health_checks": int(checks)}
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, periodic=cron("*/5 * * * *"))
+def health_check() -> dict[str, Any]:
+    """Check the broker, the database and the disk; record the outcome."""
+    details: dict[str, Any] = {}
+    client = redis_client_for(dramatiq.get_broker())
+    try:
+        if client is not None:
+            client.ping()
+        details["broker"] = "ok"
+    except Exception as error:
+        details["broker"] = f"error: {error}"
+    try:
+        with session_scope() as session:
+            session.execute(text("SELECT 1"))
+        details["database"] = "ok"
+    except Exception as error:
+        details["database"] = f"error: {error}"
+    free = housekeeping.disk_free_fraction(settings.var_dir)
+    details["disk_free"] = round(free, 4)
+    healthy = details["broker"] == "ok" and details["database"] == "ok" and free > 0.05
+    try:
+        with session_scope() as session:
+            session.add(HealthCheck(checked_at=_now(), healthy=int(healthy), details=json.dumps(details)))
+    except Exception:
+        logger.exception("Could not record the health check.")
+    if not healthy:
+        logger.error("Health check failed: %s", details)
+    return {"healthy": healthy, **details}
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, periodic=cron("* * * * *"))
+def monitor_queues() -> dict[str, Any]:
+    """Read every queue's depth; warn about any past ``QUEUE_DEPTH_WARNING`` ready messages.
+
+    The depths reach Prometheus at scrape time (``dramatiq_queue_messages``); this records them in the
+    job's result and the log, where an operator without Prometheus sees them too.
+    """
+    client = redis_client_for(dramatiq.get_broker())
+    if client is None:
+        return {"queues": {}}
+    pipe = client.pipeline(transaction=False)
+    for queue in QUEUES:
+        pipe.llen(f"dramatiq:{queue}")
+        pipe.hlen(f"dramatiq:{queue}.DQ.msgs")
+        pipe.zcard(f"dramatiq:{queue}.XQ")
+    values = pipe.execute()
+    depths = {
+        queue: {"ready": values[i * 3], "delayed": values[i * 3 + 1], "dead": values[i * 3 + 2]}
+        for i, queue in enumerate(QUEUES)
+    }
+    backed_up = [queue for queue, depth in depths.items() if depth["ready"] > settings.queue_depth_warning]
+    for queue in backed_up:
+        logger.warning(
+            "Queue %r is backing up: %d ready messages (warning at %d).",
+            queue,
+            depths[queue]["ready"],
+            settings.queue_depth_warning,
+        )
+    return {"queues": depths, "backed_up": backed_up}
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=2, min_backoff=60_000, periodic=cron("15 1 * * *"))
+def backup_database() -> dict[str, Any]:
+    """Back the database up (SQLite's backup API, or pg_dump) and keep the newest ``BACKUPS_KEEP``."""
+    url = settings.database_url
+    if is_sqlite(url):
+        database = url.split("///", 1)[-1]
+        target = housekeeping.backup_sqlite(Path(database), settings.backups_dir)
+        removed = housekeeping.rotate(settings.backups_dir, f"{target.stem.rsplit('-', 1)[0]}-*.db", settings.backups_keep)
+    else:
+        target = housekeeping.backup_postgres(url, settings.backups_dir)
+        removed = housekeeping.rotate(settings.backups_dir, "postgres-*.dump", settings.backups_keep)
+    return {"backup": str(target), "bytes": target.stat().st_size, "removed": [str(path) for path in removed]}
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=1, periodic=cron("5 0 * * *"))
+def daily_summary() -> dict[str, Any]:
+    """Jobs of the last 24 hours by actor and outcome, logged and returned."""
+    counts = count_by_state(since=_now() - timedelta(days=1))
+    by_actor: dict[str, dict[str, int]] = {}
+    for (actor, state), count in sorted(counts.items()):
+        by_actor.setdefault(actor, {})[state] = count
+    totals: dict[str, int] = {}
+    for states in by_actor.values():
+        for state, count in states.items():
+            totals[state] = totals.get(state, 0) + count
+    logger.info("Jobs in the last 24 hours: %s", totals)
+    return {"totals": totals, "by_actor": by_actor}

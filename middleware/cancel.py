@@ -1,0 +1,119 @@
+"""Cancelling jobs: a queued job never runs; a running one stops at its next check point."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+from dramatiq.broker import Broker
+from dramatiq.middleware import Middleware, SkipMessage
+
+from middleware.events import DECISION_ATTRIBUTE, SKIP_REASON_ATTRIBUTE, Event
+
+#: Cancellations are remembered this long: long past any queue wait or retry backoff (seconds).
+CANCEL_RETENTION = 7 * 24 * 3600
+CANCELLED_SET = "dramatiq:__cancelled__"
+CANCEL_CHANNEL = "dramatiq:__cancel__"
+
+
+class JobCancelled(Exception):
+    """Raised inside an actor at a check point (``report_progress``) when its job was cancelled."""
+
+
+def mark_cancelled(client: redis.Redis, message_id: str) -> int:
+    """Record a cancellation and tell every worker; returns how many workers heard it at once."""
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(CANCELLED_SET, {message_id: now})
+    pipe.zremrangebyscore(CANCELLED_SET, 0, now - CANCEL_RETENTION)
+    pipe.publish(CANCEL_CHANNEL, message_id)
+    return int(pipe.execute()[-1])
+
+
+class CancelWatcher:
+    """This process's copy of the cancelled ids, kept current through Redis pub/sub.
+
+    It subscribes first and then loads the stored set, so no cancellation falls between the two; until
+    it is ready, and whenever its connection drops, lookups go to Redis directly.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.cancelled: set[str] = set()
+        self.ready = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="cancel-watcher", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(CANCEL_CHANNEL)
+                pubsub.get_message(timeout=1.0)  # the subscription confirmation
+                stored = self.client.zrangebyscore(CANCELLED_SET, time.time() - CANCEL_RETENTION, "+inf")
+                self.cancelled = {value.decode() for value in stored}
+                self.ready.set()
+                for item in pubsub.listen():
+                    if item.get("type") == "message":
+                        self.cancelled.add(item["data"].decode())
+            except redis.RedisError as error:
+                logging.getLogger(__name__).warning("Cancel watcher lost Redis (%r); reconnecting.", error)
+            finally:
+                self.ready.clear()
+                pubsub.close()
+            time.sleep(0.5)
+
+    def is_cancelled(self, message_id: str) -> bool:
+        if self.ready.is_set():
+            return message_id in self.cancelled
+        return self.client.zscore(CANCELLED_SET, message_id) is not None
+
+
+_watchers: dict[int, CancelWatcher] = {}
+
+
+def watcher_for(client: redis.Redis) -> CancelWatcher:
+    watcher = _watchers.get(id(client))
+    if watcher is None:
+        watcher = _watchers[id(client)] = CancelWatcher(client)
+    watcher.start()
+    return watcher
+
+
+class Cancellation(Middleware):
+    """Skip messages whose job was cancelled while they waited in the queue.
+
+    A running job learns of its cancellation at its next ``report_progress`` call, which raises
+    ``JobCancelled``; an actor that never reports progress runs to its hard time limit. Workers learn of
+    a cancellation through Redis pub/sub, so the check costs no round trip per message.
+
+    Parameters:
+      client(redis.Redis | None): where cancellations are kept. None disables the check.
+    """
+
+    def __init__(self, *, client: redis.Redis | None) -> None:
+        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.client = client
+
+    def after_worker_boot(self, broker: Broker, worker: Any) -> None:
+        if self.client is not None:
+            watcher_for(self.client).ready.wait(5)
+
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        if self.client is not None and watcher_for(self.client).is_cancelled(message.message_id):
+            from middleware.retries import Decision
+
+            self.logger.info("Message %r was cancelled before it ran; skipping it.", message.message_id)
+            attempt = int(message.options.get("retries", 0)) + 1
+            setattr(message, DECISION_ATTRIBUTE, Decision(Event.CANCELLED, attempt))
+            setattr(message, SKIP_REASON_ATTRIBUTE, Event.CANCELLED)
+            raise SkipMessage(f"job {message.message_id} was cancelled")

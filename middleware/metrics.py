@@ -1,0 +1,367 @@
+"""Prometheus metrics of every worker process, served once per worker command.
+
+Names and labels are listed in docs/metrics.md. Worker processes record into prometheus-client's
+multiprocess directory; one exposition server (a fork of the ``dramatiq`` command) adds them up and reads
+queue depths and live workers from the broker at scrape time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from dramatiq.broker import Broker
+from dramatiq.common import current_millis
+from dramatiq.middleware import Middleware
+
+from middleware.events import ABANDONED_ATTRIBUTE, SKIP_REASON_ATTRIBUTE, Event
+from settings import QUEUES, settings
+
+logger = logging.getLogger(__name__)
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+#: Counters an actor feeds through its ``result_metrics`` option: name → help text.
+DOMAIN_COUNTERS = {
+    "documents_pages_ocr_total": "PDF pages read by OCR.",
+    "media_transcribed_audio_seconds_total": "Seconds of audio transcribed.",
+    "market_signals_emitted_total": "Buy and sell signals emitted.",
+}
+
+
+def use_multiprocess_dir(path: os.PathLike[str] | str) -> None:
+    """Point prometheus-client at the shared directory; must happen before any metric is created."""
+    os.makedirs(path, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+
+
+def _clear_dead_processes(path: str) -> None:
+    """Forget the live gauges of processes that are gone (a killed worker's in-progress count)."""
+    from prometheus_client import multiprocess
+
+    pids = set()
+    for name in glob.glob(os.path.join(path, "*.db")):
+        match = re.search(r"_(\d+)\.db$", name)
+        if match:
+            pids.add(int(match.group(1)))
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:
+            pass
+
+
+class _Instruments:
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        labels = ["queue_name", "actor_name"]
+        self.messages = Counter(
+            "dramatiq_messages", "Messages processed, by outcome.", [*labels, "outcome"], registry=None
+        )
+        self.errors = Counter("dramatiq_message_errors", "Attempts that raised.", labels, registry=None)
+        self.retries = Counter("dramatiq_message_retries", "Retries scheduled.", labels, registry=None)
+        self.dead_letters = Counter(
+            "dramatiq_message_dead_letters", "Messages moved to the dead-letter queue.", labels, registry=None
+        )
+        self.rate_limited = Counter(
+            "dramatiq_rate_limited", "Messages delayed by a rate limit.", labels, registry=None
+        )
+        self.duration = Histogram(
+            "dramatiq_message_duration_seconds",
+            "Time one attempt took.",
+            labels,
+            buckets=DURATION_BUCKETS,
+            registry=None,
+        )
+        self.queue_wait = Histogram(
+            "dramatiq_message_queue_wait_seconds",
+            "Time from enqueue (or the end of a delay) to the start of an attempt.",
+            labels,
+            buckets=DURATION_BUCKETS,
+            registry=None,
+        )
+        self.inprogress = Gauge(
+            "dramatiq_messages_inprogress",
+            "Attempts running now.",
+            labels,
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.domain = {
+            name: Counter(name.removesuffix("_total"), help_text, registry=None)
+            for name, help_text in DOMAIN_COUNTERS.items()
+        }
+        self.children: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self.outcomes: dict[tuple[str, str, str], Any] = {}
+
+    def per_actor(self, queue_name: str, actor_name: str) -> tuple[Any, ...]:
+        key = (queue_name, actor_name)
+        children = self.children.get(key)
+        if children is None:
+            children = self.children[key] = (
+                self.duration.labels(queue_name, actor_name),
+                self.queue_wait.labels(queue_name, actor_name),
+                self.inprogress.labels(queue_name, actor_name),
+            )
+        return children
+
+    def outcome(self, queue_name: str, actor_name: str, outcome: str) -> Any:
+        key = (queue_name, actor_name, outcome)
+        child = self.outcomes.get(key)
+        if child is None:
+            child = self.outcomes[key] = self.messages.labels(queue_name, actor_name, outcome)
+        return child
+
+
+class Metrics(Middleware):
+    """Record messages by outcome, retries, dead letters, durations, queue waits and work in progress.
+
+    Actor options:
+      result_metrics(dict[str, str]): maps a numeric key of the dict an actor returns to a domain counter
+        (``DOMAIN_COUNTERS``), e.g. ``{"pages_ocr": "documents_pages_ocr_total"}``.
+
+    Parameters:
+      host(str): where the exposition server listens. Default: ``METRICS_HOST`` (127.0.0.1).
+      port(int): its port. Default: ``METRICS_PORT`` (9191).
+      directory(str): prometheus-client's multiprocess directory. Default: ``METRICS_DIR``.
+    """
+
+    def __init__(self, *, host: str | None = None, port: int | None = None, directory: str | None = None) -> None:
+        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.host = host or settings.metrics_host
+        self.port = port or settings.metrics_port
+        self.directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(settings.metrics_dir)
+        self.instruments: _Instruments | None = None
+        self.started: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"result_metrics"}
+
+    @property
+    def forks(self) -> list[Any]:
+        return [_serve_from_fork]
+
+    def after_process_boot(self, broker: Broker) -> None:
+        use_multiprocess_dir(self.directory)
+        _clear_dead_processes(self.directory)
+        self._instruments()
+
+    def _instruments(self) -> _Instruments:
+        if self.instruments is None:
+            with self.lock:
+                if self.instruments is None:
+                    use_multiprocess_dir(self.directory)
+                    self.instruments = _Instruments()
+        return self.instruments
+
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        instruments = self._instruments()
+        _, queue_wait, inprogress = instruments.per_actor(message.queue_name, message.actor_name)
+        now = current_millis()
+        ready_since = message.options.get("ready_at") or message.message_timestamp
+        queue_wait.observe(max(now - ready_since, 0) / 1000)
+        inprogress.inc()
+        self.started[message.message_id] = time.perf_counter()
+
+    def before_enqueue(self, broker: Broker, message: Any, delay: Any) -> None:
+        # The moment a message becomes ready to run: queue wait is measured from here, not from a
+        # retry's backoff or a delay the sender asked for.
+        if delay is None:
+            message.options["ready_at"] = current_millis()
+
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        if getattr(message, ABANDONED_ATTRIBUTE, False):
+            return
+        from middleware.retries import decide
+
+        instruments = self._instruments()
+        queue_name, actor_name = message.queue_name, message.actor_name
+        duration, _, inprogress = instruments.per_actor(queue_name, actor_name)
+        started = self.started.pop(message.message_id, None)
+        if started is not None:
+            duration.observe(time.perf_counter() - started)
+            inprogress.dec()
+        decision = decide(broker, message, exception)
+        instruments.outcome(queue_name, actor_name, decision.event.value).inc()
+        if exception is not None:
+            instruments.errors.labels(queue_name, actor_name).inc()
+        if decision.event is Event.RETRYING:
+            instruments.retries.labels(queue_name, actor_name).inc()
+        elif decision.event is Event.DEAD:
+            instruments.dead_letters.labels(queue_name, actor_name).inc()
+        if exception is None and isinstance(result, dict):
+            self._count_results(broker, message, result, instruments)
+
+    def _count_results(self, broker: Broker, message: Any, result: dict[str, Any], instruments: _Instruments) -> None:
+        from middleware.retries import option
+
+        mapping = option(broker, message, "result_metrics", None)
+        if not mapping:
+            return
+        for key, metric_name in mapping.items():
+            value = result.get(key)
+            counter = instruments.domain.get(metric_name)
+            if counter is not None and isinstance(value, (int, float)) and value > 0:
+                counter.inc(value)
+
+    def after_skip_message(self, broker: Broker, message: Any) -> None:
+        instruments = self._instruments()
+        queue_name, actor_name = message.queue_name, message.actor_name
+        started = self.started.pop(message.message_id, None)
+        if started is not None:
+            instruments.per_actor(queue_name, actor_name)[2].dec()
+        reason = getattr(message, SKIP_REASON_ATTRIBUTE, None)
+        if reason is Event.RATE_LIMITED:
+            instruments.rate_limited.labels(queue_name, actor_name).inc()
+        elif reason is Event.CANCELLED:
+            instruments.outcome(queue_name, actor_name, Event.CANCELLED.value).inc()
+        else:
+            instruments.outcome(queue_name, actor_name, Event.SKIPPED.value).inc()
+
+    def after_nack(self, broker: Broker, message: Any) -> None:
+        # Messages dead-lettered without an attempt (unknown actor) still count as dead letters.
+        if getattr(message, "_platform_decision", None) is None:
+            self._instruments().dead_letters.labels(message.queue_name, message.actor_name).inc()
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        with contextlib.suppress(Exception):
+            multiprocess.mark_process_dead(os.getpid(), self.directory)
+
+
+# --------------------------------------------------------------------------------------------------
+# Scrape-time collector and the exposition server
+# --------------------------------------------------------------------------------------------------
+
+
+class BrokerCollector:
+    """Queue depths and live workers, read from Redis when Prometheus scrapes."""
+
+    def __init__(self, client: Any, queues: tuple[str, ...] = QUEUES, namespace: str = "dramatiq") -> None:
+        self.client = client
+        self.queues = queues
+        self.namespace = namespace
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        depth = GaugeMetricFamily(
+            "dramatiq_queue_messages", "Messages in each queue, by state.", labels=["queue_name", "state"]
+        )
+        alive = GaugeMetricFamily(
+            "dramatiq_workers_alive", "Worker processes with a fresh heartbeat, per queue.", labels=["queue_name"]
+        )
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for queue in self.queues:
+                pipe.llen(f"{self.namespace}:{queue}")
+                pipe.hlen(f"{self.namespace}:{queue}.DQ.msgs")
+                pipe.zcard(f"{self.namespace}:{queue}.XQ")
+            pipe.hgetall(f"{self.namespace}:__workers__")
+            results = pipe.execute()
+        except Exception as error:
+            logger.warning("Could not read queue depths: %r", error)
+            return
+        workers = results.pop()
+        for index, queue in enumerate(self.queues):
+            ready, delayed, dead = results[index * 3 : index * 3 + 3]
+            depth.add_metric([queue, "ready"], ready)
+            depth.add_metric([queue, "delayed"], delayed)
+            depth.add_metric([queue, "dead"], dead)
+        counts = dict.fromkeys(self.queues, 0)
+        deadline = current_millis() - settings.heartbeat_timeout
+        for raw in workers.values():
+            with contextlib.suppress(ValueError, KeyError):
+                info = json.loads(raw)
+                if info["seen"] >= deadline:
+                    for queue in info["queues"]:
+                        if queue in counts:
+                            counts[queue] += 1
+        for queue, count in counts.items():
+            alive.add_metric([queue], count)
+        yield depth
+        yield alive
+
+
+def render_metrics(directory: str, client: Any | None) -> bytes:
+    """The text a scrape returns: every process's metrics plus the broker's depths."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    if client is not None:
+        registry.register(BrokerCollector(client))
+    return generate_latest(registry)
+
+
+def make_server(host: str, port: int, directory: str, client: Any | None) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] not in ("/", "/metrics"):
+                self.send_error(404)
+                return
+            body = render_metrics(directory, client)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    ThreadingHTTPServer.allow_reuse_address = True
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def serve_metrics(
+    host: str | None = None, port: int | None = None, *, directory: str | None = None, block: bool = True
+) -> ThreadingHTTPServer:
+    """Serve the metrics over HTTP; with ``block=False`` in a daemon thread, returning the server."""
+    import dramatiq
+
+    from broker import redis_client_for
+
+    directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(settings.metrics_dir)
+    use_multiprocess_dir(directory)
+    client = redis_client_for(dramatiq.get_broker())
+    server = make_server(host or settings.metrics_host, port or settings.metrics_port, directory, client)
+    if block:
+        server.serve_forever()
+    else:
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
+
+
+def _serve_from_fork() -> int:
+    import actors  # noqa: F401  (builds the broker this process reads queue depths from)
+
+    logging.getLogger(__name__).info(
+        "Serving metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port
+    )
+    try:
+        serve_metrics()
+    except OSError as error:
+        logger.error("Metrics server could not listen on %s:%d: %s", settings.metrics_host, settings.metrics_port, error)
+        return 1
+    return 0

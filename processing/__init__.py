@@ -1,0 +1,1 @@
+"""Plain Python that does the work. Nothing here imports dramatiq, actors, middleware or storage."""

@@ -1,0 +1,25 @@
+"""Resolving user-supplied paths safely under the storage root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from processing.errors import NotFound, OutsideStorageRoot
+
+
+def resolve_under(root: Path, path: str | Path, *, must_exist: bool = True) -> Path:
+    """Return ``path`` as an absolute path inside ``root``.
+
+    A relative path is taken relative to ``root``. Symlinks are resolved before the check, so a link
+    that points outside the root is refused like a ``../`` path.
+    """
+    root = Path(root).resolve()
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        candidate = root / candidate
+    resolved = candidate.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise OutsideStorageRoot(f"path {str(path)!r} is outside the storage root")
+    if must_exist and not resolved.exists():
+        raise NotFound(f"file {str(path)!r} does not exist")
+    return resolved

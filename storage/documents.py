@@ -1,0 +1,413 @@
+"""Documents and what was read from them: pages, images, chunks and their embeddings.
+
+Vectors are stored portably, as little-endian float32 bytes, so the same schema works on SQLite and
+PostgreSQL; search loads the vectors of one model and ranks them in numpy (see ``search_chunks``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.db import Base, session_scope
+
+
+class DocumentStatus(enum.StrEnum):
+    PENDING = "pending"  # registered; the pipeline has not started on it
+    EXTRACTING = "extracting"  # text, images and OCR are being read
+    EXTRACTED = "extracted"  # every page has its text; chunking and embedding follow
+    INDEXED = "indexed"  # chunks embedded: the document is searchable
+    FAILED = "failed"  # a step failed: ``failed_step`` and ``error`` say which and why
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Document(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # As given by the caller: relative to the storage root, or absolute inside it.
+    path: Mapped[str] = mapped_column(String(1000))
+    kind: Mapped[str | None] = mapped_column(String(20))
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    encoding: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    # The step running now (extract, ocr, chunk, embed), or the one that failed.
+    step: Mapped[str | None] = mapped_column(String(20))
+    failed_step: Mapped[str | None] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    page_count: Mapped[int] = mapped_column(Integer, default=0)
+    pages_ocr: Mapped[int] = mapped_column(Integer, default=0)
+    image_count: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    # First message id of the latest pipeline run: poll it in the job table.
+    message_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DocumentPage(Base):
+    __tablename__ = "document_pages"
+    __table_args__ = (UniqueConstraint("document_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1-based
+    text: Mapped[str] = mapped_column(Text, default="")
+    needs_ocr: Mapped[bool] = mapped_column(Boolean, default=False)
+    ocr: Mapped[bool] = mapped_column(Boolean, default=False)  # the text came from OCR
+
+
+class DocumentImage(Base):
+    __tablename__ = "document_images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    page: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(1000))  # relative to the storage root
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+
+
+class DocumentChunk(Base):
+    __tablename__ = "document_chunks"
+    __table_args__ = (UniqueConstraint("document_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # 0-based order in the document
+    page: Mapped[int] = mapped_column(Integer)
+    char_start: Mapped[int] = mapped_column(Integer)  # offsets in the pages' text joined by blank lines
+    char_end: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class DocumentEmbedding(Base):
+    __tablename__ = "document_embeddings"
+
+    chunk_id: Mapped[int] = mapped_column(
+        ForeignKey("document_chunks.id", ondelete="CASCADE"), primary_key=True
+    )
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    dimensions: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, unit length
+
+
+# ------------------------------------------------------------------------------------------------
+# Documents
+# ------------------------------------------------------------------------------------------------
+
+
+def create_document(path: str) -> int:
+    with session_scope() as session:
+        document = Document(path=path, status=DocumentStatus.PENDING.value)
+        session.add(document)
+        session.flush()
+        return int(document.id)
+
+
+def get_document(document_id: int) -> Document | None:
+    with session_scope() as session:
+        return session.get(Document, document_id)
+
+
+def document_id_for_run(message_id: str) -> int | None:
+    """The document whose latest run started with ``message_id``."""
+    with session_scope() as session:
+        found = session.scalar(select(Document.id).where(Document.message_id == message_id))
+        return None if found is None else int(found)
+
+
+def update_document(document_id: int, **values: Any) -> None:
+    values["updated_at"] = utcnow()
+    with session_scope() as session:
+        session.execute(update(Document).where(Document.id == document_id).values(**values))
+
+
+def set_status(document_id: int, status: DocumentStatus, *, step: str | None = None, **values: Any) -> None:
+    """Move the document to ``status``; a status other than ``failed`` clears the previous failure."""
+    if status is not DocumentStatus.FAILED:
+        values.setdefault("failed_step", None)
+        values.setdefault("error", None)
+    if status is DocumentStatus.INDEXED:
+        values.setdefault("indexed_at", utcnow())
+    update_document(document_id, status=status.value, step=step, **values)
+
+
+def mark_failed(document_id: int, step: str, reason: str) -> None:
+    update_document(
+        document_id, status=DocumentStatus.FAILED.value, step=step, failed_step=step, error=reason[:4000]
+    )
+
+
+def restart(document_id: int, message_id: str | None) -> None:
+    """Forget what was read from the document and set it back to ``pending`` for a new run."""
+    with session_scope() as session:
+        for model in (DocumentEmbedding, DocumentChunk, DocumentImage, DocumentPage):
+            session.execute(delete(model).where(model.document_id == document_id))
+        session.execute(
+            update(Document)
+            .where(Document.id == document_id)
+            .values(
+                status=DocumentStatus.PENDING.value,
+                step=None,
+                failed_step=None,
+                error=None,
+                page_count=0,
+                pages_ocr=0,
+                image_count=0,
+                chunk_count=0,
+                message_id=message_id,
+                indexed_at=None,
+                updated_at=utcnow(),
+            )
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Pages and images
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageRow:
+    number: int
+    text: str
+    needs_ocr: bool = False
+    ocr: bool = False
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    page: int
+    path: str
+    width: int
+    height: int
+
+
+def replace_pages(
+    document_id: int, pages: Sequence[PageRow], images: Sequence[ImageRow], **values: Any
+) -> None:
+    """Store the pages and images of a document in one transaction, replacing earlier ones."""
+    with session_scope() as session:
+        for model in (DocumentEmbedding, DocumentChunk, DocumentImage, DocumentPage):
+            session.execute(delete(model).where(model.document_id == document_id))
+        session.add_all(
+            DocumentPage(
+                document_id=document_id, number=p.number, text=p.text, needs_ocr=p.needs_ocr, ocr=p.ocr
+            )
+            for p in pages
+        )
+        session.add_all(
+            DocumentImage(document_id=document_id, page=i.page, path=i.path, width=i.width, height=i.height)
+            for i in images
+        )
+        session.execute(
+            update(Document)
+            .where(Document.id == document_id)
+            .values(
+                page_count=len(pages),
+                pages_ocr=sum(1 for p in pages if p.ocr),
+                image_count=len(images),
+                chunk_count=0,
+                updated_at=utcnow(),
+                **values,
+            )
+        )
+
+
+def pages_of(document_id: int) -> list[PageRow]:
+    with session_scope() as session:
+        rows = session.scalars(
+            select(DocumentPage).where(DocumentPage.document_id == document_id).order_by(DocumentPage.number)
+        )
+        return [PageRow(r.number, r.text, r.needs_ocr, r.ocr) for r in rows]
+
+
+def images_of(document_id: int) -> list[ImageRow]:
+    with session_scope() as session:
+        rows = session.scalars(
+            select(DocumentImage).where(DocumentImage.document_id == document_id).order_by(DocumentImage.id)
+        )
+        return [ImageRow(r.page, r.path, r.width, r.height) for r in rows]
+
+
+def store_ocr_text(document_id: int, texts: dict[int, str]) -> None:
+    """Write OCR'd page texts (page number to text) in one transaction."""
+    with session_scope() as session:
+        for number, text in texts.items():
+            session.execute(
+                update(DocumentPage)
+                .where(DocumentPage.document_id == document_id, DocumentPage.number == number)
+                .values(text=text, ocr=True)
+            )
+        ocr_count = session.scalar(
+            select(func.count())
+            .select_from(DocumentPage)
+            .where(DocumentPage.document_id == document_id, DocumentPage.ocr.is_(True))
+        )
+        session.execute(
+            update(Document)
+            .where(Document.id == document_id)
+            .values(pages_ocr=int(ocr_count or 0), updated_at=utcnow())
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Chunks and embeddings
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    position: int
+    text: str
+    char_start: int
+    char_end: int
+    page: int
+
+
+def replace_chunks(document_id: int, chunks: Iterable[ChunkRow]) -> int:
+    """Store the chunks of a document, replacing earlier ones (and their embeddings)."""
+    with session_scope() as session:
+        session.execute(delete(DocumentEmbedding).where(DocumentEmbedding.document_id == document_id))
+        session.execute(delete(DocumentChunk).where(DocumentChunk.document_id == document_id))
+        rows = [
+            DocumentChunk(
+                document_id=document_id,
+                position=c.position,
+                page=c.page,
+                char_start=c.char_start,
+                char_end=c.char_end,
+                text=c.text,
+            )
+            for c in chunks
+        ]
+        session.add_all(rows)
+        session.execute(
+            update(Document)
+            .where(Document.id == document_id)
+            .values(chunk_count=len(rows), updated_at=utcnow())
+        )
+        return len(rows)
+
+
+def chunks_of(document_id: int) -> list[tuple[int, ChunkRow]]:
+    """``(chunk id, chunk)`` pairs of a document, in order."""
+    with session_scope() as session:
+        rows = session.scalars(
+            select(DocumentChunk)
+            .where(DocumentChunk.document_id == document_id)
+            .order_by(DocumentChunk.position)
+        )
+        return [(r.id, ChunkRow(r.position, r.text, r.char_start, r.char_end, r.page)) for r in rows]
+
+
+def vector_bytes(vector: Any) -> bytes:
+    """A vector (numpy array or list of floats) as little-endian float32 bytes."""
+    import numpy as np
+
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def vector_of(data: bytes) -> Any:
+    import numpy as np
+
+    return np.frombuffer(data, dtype="<f4")
+
+
+def replace_embeddings(document_id: int, model: str, vectors: Sequence[tuple[int, Any]]) -> None:
+    """Store one vector per chunk id, replacing the document's earlier embeddings."""
+    with session_scope() as session:
+        session.execute(delete(DocumentEmbedding).where(DocumentEmbedding.document_id == document_id))
+        session.add_all(
+            DocumentEmbedding(
+                chunk_id=chunk_id,
+                document_id=document_id,
+                model=model,
+                dimensions=len(vector),
+                vector=vector_bytes(vector),
+            )
+            for chunk_id, vector in vectors
+        )
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    document_id: int
+    path: str
+    page: int
+    chunk_id: int
+    score: float  # cosine similarity, -1 to 1
+    text: str
+
+
+def search_chunks(query_vector: Any, *, model: str, k: int) -> list[SearchHit]:
+    """The ``k`` chunks of indexed documents most similar to ``query_vector`` (unit length).
+
+    Every vector of ``model`` is read and ranked in numpy: simple and portable, and fast enough for
+    some hundred thousand chunks. Vectors of another model are not comparable and are left out.
+    """
+    import numpy as np
+
+    if k <= 0:
+        return []
+    with session_scope() as session:
+        rows = session.execute(
+            select(DocumentEmbedding.chunk_id, DocumentEmbedding.vector)
+            .join(Document, Document.id == DocumentEmbedding.document_id)
+            .where(DocumentEmbedding.model == model, Document.status == DocumentStatus.INDEXED.value)
+        ).all()
+        if not rows:
+            return []
+        matrix = np.stack([vector_of(row.vector) for row in rows])
+        query = np.asarray(query_vector, dtype=np.float32)
+        scores = matrix @ query
+        top = np.argsort(-scores, kind="stable")[:k]
+        chosen = {int(rows[i].chunk_id): float(scores[i]) for i in top}
+        details = session.execute(
+            select(
+                DocumentChunk.id,
+                DocumentChunk.document_id,
+                DocumentChunk.page,
+                DocumentChunk.text,
+                Document.path,
+            )
+            .join(Document, Document.id == DocumentChunk.document_id)
+            .where(DocumentChunk.id.in_(chosen))
+        ).all()
+    hits = [
+        SearchHit(
+            document_id=row.document_id,
+            path=row.path,
+            page=row.page,
+            chunk_id=row.id,
+            score=chosen[row.id],
+            text=row.text,
+        )
+        for row in details
+    ]
+    return sorted(hits, key=lambda hit: -hit.score)

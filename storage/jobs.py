@@ -1,0 +1,101 @@
+"""Reading and curating the job table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+
+from storage.db import session_scope
+from storage.models import FINISHED_STATES, Job, JobState
+
+
+def get_job(job_id: str) -> Job | None:
+    with session_scope() as session:
+        return session.get(Job, job_id)
+
+
+def list_jobs(
+    *,
+    state: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    parent_id: str | None = None,
+    limit: int = 50,
+) -> Sequence[Job]:
+    query = select(Job).order_by(Job.enqueued_at.desc().nulls_last()).limit(limit)
+    if state:
+        query = query.where(Job.state == state)
+    if actor:
+        query = query.where(Job.actor == actor)
+    if since:
+        query = query.where(Job.enqueued_at >= since)
+    if parent_id:
+        query = query.where(Job.parent_id == parent_id)
+    with session_scope() as session:
+        return session.scalars(query).all()
+
+
+def count_by_state(*, since: datetime | None = None) -> dict[tuple[str, str], int]:
+    """Jobs per (actor, state), optionally only those enqueued since a time."""
+    query = select(Job.actor, Job.state, func.count()).group_by(Job.actor, Job.state)
+    if since:
+        query = query.where(Job.enqueued_at >= since)
+    with session_scope() as session:
+        return {(actor, state): count for actor, state, count in session.execute(query).all()}
+
+
+def mark_cancelled_if_queued(job_id: str, now: datetime) -> bool:
+    """Cancel a job that has not started; returns False when it is running or finished."""
+    with session_scope() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state.in_([JobState.QUEUED.value, JobState.RETRYING.value]))
+            .values(
+                state=JobState.CANCELLED.value,
+                seq=Job.seq + 100,
+                error_type="Cancelled",
+                error_message="cancelled before it ran",
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def running_since_before(cutoff: datetime) -> Sequence[Job]:
+    with session_scope() as session:
+        return session.scalars(
+            select(Job).where(Job.state == JobState.RUNNING.value, Job.started_at < cutoff)
+        ).all()
+
+
+def mark_stuck(job_id: str, *, seq: int, now: datetime, message: str) -> bool:
+    """Fail a job that stayed ``running`` too long; only if nothing newer was written meanwhile."""
+    with session_scope() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.seq == seq, Job.state == JobState.RUNNING.value)
+            .values(
+                state=JobState.FAILED.value,
+                seq=seq + 2,
+                error_type="StuckJob",
+                error_message=message,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def prune_finished(older_than: timedelta, now: datetime) -> int:
+    """Delete finished jobs that ended before ``now - older_than``."""
+    with session_scope() as session:
+        result = session.execute(
+            delete(Job).where(
+                Job.state.in_([state.value for state in FINISHED_STATES]),
+                Job.finished_at < now - older_than,
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,619 @@
+"""Market tables: assets, price bars, indicator values, signals, and runs over many assets.
+
+Writes are bulk upserts (``INSERT ... ON CONFLICT`` in the SQLite and PostgreSQL dialects), one
+statement per batch, so a re-run rewrites the same rows instead of adding new ones. Timestamps are UTC;
+SQLite hands them back without a zone, so readers attach UTC again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from storage.db import Base, get_engine, session_scope
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: The indicator columns of ``market_indicator_values``, the same names as ``processing.indicators``.
+INDICATOR_COLUMNS: tuple[str, ...] = (
+    "rsi",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "sma_short",
+    "sma_medium",
+    "sma_long",
+    "ema_fast",
+    "ema_slow",
+    "bb_upper",
+    "bb_middle",
+    "bb_lower",
+    "atr",
+    "stoch_k",
+    "stoch_d",
+)
+
+
+class Asset(Base):
+    """Something with a price: a stock, a coin, an index."""
+
+    __tablename__ = "market_assets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    symbol: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The last chart written for the asset, and when.
+    chart_path: Mapped[str | None] = mapped_column(Text)
+    chart_rendered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PriceBarRow(Base):
+    """One OHLCV bar of one asset in one timeframe (``1d``, ``1h``, ...)."""
+
+    __tablename__ = "market_price_bars"
+
+    asset_id: Mapped[int] = mapped_column(
+        ForeignKey("market_assets.id", ondelete="CASCADE"), primary_key=True
+    )
+    timeframe: Mapped[str] = mapped_column(String(8), primary_key=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    open: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    close: Mapped[float] = mapped_column(Float)
+    volume: Mapped[float] = mapped_column(Float)
+
+
+class IndicatorRow(Base):
+    """Every indicator of one bar; a column is NULL where the indicator is not yet defined."""
+
+    __tablename__ = "market_indicator_values"
+
+    asset_id: Mapped[int] = mapped_column(
+        ForeignKey("market_assets.id", ondelete="CASCADE"), primary_key=True
+    )
+    timeframe: Mapped[str] = mapped_column(String(8), primary_key=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    rsi: Mapped[float | None] = mapped_column(Float)
+    macd: Mapped[float | None] = mapped_column(Float)
+    macd_signal: Mapped[float | None] = mapped_column(Float)
+    macd_hist: Mapped[float | None] = mapped_column(Float)
+    sma_short: Mapped[float | None] = mapped_column(Float)
+    sma_medium: Mapped[float | None] = mapped_column(Float)
+    sma_long: Mapped[float | None] = mapped_column(Float)
+    ema_fast: Mapped[float | None] = mapped_column(Float)
+    ema_slow: Mapped[float | None] = mapped_column(Float)
+    bb_upper: Mapped[float | None] = mapped_column(Float)
+    bb_middle: Mapped[float | None] = mapped_column(Float)
+    bb_lower: Mapped[float | None] = mapped_column(Float)
+    atr: Mapped[float | None] = mapped_column(Float)
+    stoch_k: Mapped[float | None] = mapped_column(Float)
+    stoch_d: Mapped[float | None] = mapped_column(Float)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SignalRow(Base):
+    """A buy or sell signal a rule emitted for one bar; active until it expires."""
+
+    __tablename__ = "market_signals"
+    __table_args__ = (
+        UniqueConstraint(
+            "asset_id", "timeframe", "ts", "rule", "direction", name="uq_market_signals_bar_rule"
+        ),
+        Index("ix_market_signals_active_expires", "active", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("market_assets.id", ondelete="CASCADE"), index=True)
+    timeframe: Mapped[str] = mapped_column(String(8))
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rule: Mapped[str] = mapped_column(String(32))
+    direction: Mapped[str] = mapped_column(String(4))
+    strength: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    active: Mapped[bool] = mapped_column(Boolean)
+
+
+class MarketRun(Base):
+    """One fan-out over many assets; ``outcome`` is set when the last asset's job has finished."""
+
+    __tablename__ = "market_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))  # indicators, signals, refresh
+    message_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    params: Mapped[str | None] = mapped_column(Text)
+    total: Mapped[int] = mapped_column(Integer)
+    succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    # running, then succeeded (every asset), partial (some failed) or failed (all failed).
+    outcome: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MarketRunItem(Base):
+    """How one asset of a run ended."""
+
+    __tablename__ = "market_run_items"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("market_runs.id", ondelete="CASCADE"), primary_key=True)
+    asset_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(20))  # succeeded, failed, dead, cancelled
+    error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class AssetInfo:
+    id: int
+    symbol: str
+    chart_path: str | None
+    chart_rendered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredSignal:
+    id: int
+    asset_id: int
+    timeframe: str
+    ts: datetime
+    rule: str
+    direction: str
+    strength: float
+    reason: str
+    created_at: datetime
+    expires_at: datetime
+    active: bool
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    kind: str
+    total: int
+    succeeded: int
+    failed: int
+    outcome: str
+    started_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A timestamp read back from the database, with its UTC zone restored."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _insert(session: Session) -> Any:
+    """The dialect's ``insert`` that knows ``on_conflict_do_update``."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    return insert
+
+
+def _chunks(rows: Sequence[Mapping[str, Any]], size: int) -> Iterable[Sequence[Mapping[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+# --------------------------------------------------------------------------------------------------
+# Assets and price bars
+# --------------------------------------------------------------------------------------------------
+
+
+def _asset_info(asset: Asset) -> AssetInfo:
+    rendered = as_utc(asset.chart_rendered_at) if asset.chart_rendered_at else None
+    return AssetInfo(asset.id, asset.symbol, asset.chart_path, rendered)
+
+
+def get_asset(asset_id: int) -> AssetInfo | None:
+    with session_scope() as session:
+        asset = session.get(Asset, asset_id)
+        return _asset_info(asset) if asset else None
+
+
+def get_asset_by_symbol(symbol: str) -> AssetInfo | None:
+    with session_scope() as session:
+        asset = session.scalars(select(Asset).where(Asset.symbol == symbol.strip().upper())).first()
+        return _asset_info(asset) if asset else None
+
+
+def list_asset_ids() -> list[int]:
+    with session_scope() as session:
+        return list(session.scalars(select(Asset.id).order_by(Asset.id)))
+
+
+def import_bars(rows: Sequence[Mapping[str, Any]], *, timeframe: str) -> dict[str, int]:
+    """Store bars (dicts with symbol, ts, open, high, low, close, volume) in one transaction.
+
+    Assets are created for new symbols; a bar already stored for the same asset, timeframe and time is
+    overwritten, so importing a file twice leaves the tables as they were. Returns counts of assets
+    created, symbols seen and bars written.
+    """
+    symbols = sorted({str(r["symbol"]) for r in rows})
+    now = utcnow()
+    with session_scope() as session:
+        insert = _insert(session)
+        before = set(session.scalars(select(Asset.symbol).where(Asset.symbol.in_(symbols))))
+        new = [{"symbol": s, "created_at": now} for s in symbols if s not in before]
+        if new:
+            session.execute(insert(Asset).on_conflict_do_nothing(index_elements=["symbol"]), new)
+        ids = dict(
+            session.execute(select(Asset.symbol, Asset.id).where(Asset.symbol.in_(symbols))).all()
+        )
+        bars = [
+            {
+                "asset_id": ids[str(r["symbol"])],
+                "timeframe": timeframe,
+                "ts": r["ts"],
+                "open": r["open"],
+                "high": r["high"],
+                "low": r["low"],
+                "close": r["close"],
+                "volume": r["volume"],
+            }
+            for r in rows
+        ]
+        statement = insert(PriceBarRow)
+        statement = statement.on_conflict_do_update(
+            index_elements=["asset_id", "timeframe", "ts"],
+            set_={c: statement.excluded[c] for c in ("open", "high", "low", "close", "volume")},
+        )
+        for chunk in _chunks(bars, 5_000):
+            session.execute(statement, list(chunk))
+    return {"assets_created": len(new), "symbols": len(symbols), "bars": len(bars)}
+
+
+def count_bars(asset_id: int, timeframe: str = "1d") -> int:
+    with session_scope() as session:
+        query = select(func.count()).select_from(PriceBarRow)
+        query = query.where(PriceBarRow.asset_id == asset_id, PriceBarRow.timeframe == timeframe)
+        return int(session.scalar(query) or 0)
+
+
+def load_bars(asset_id: int, timeframe: str = "1d", *, limit: int | None = None) -> pd.DataFrame:
+    """The latest ``limit`` bars (all without a limit), oldest first, indexed by UTC timestamp."""
+    import pandas as pd
+
+    table = PriceBarRow.__table__
+    query = (
+        select(table.c.ts, table.c.open, table.c.high, table.c.low, table.c.close, table.c.volume)
+        .where(table.c.asset_id == asset_id, table.c.timeframe == timeframe)
+        .order_by(table.c.ts.desc())
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    with get_engine().connect() as connection:
+        rows = list(connection.execute(query).all())[::-1]
+    frame = pd.DataFrame(
+        [r[1:] for r in rows], columns=["open", "high", "low", "close", "volume"], dtype="float64"
+    )
+    frame.index = pd.DatetimeIndex([as_utc(r[0]) for r in rows], name="ts")
+    return frame
+
+
+# --------------------------------------------------------------------------------------------------
+# Indicators
+# --------------------------------------------------------------------------------------------------
+
+
+def upsert_indicators(asset_id: int, timeframe: str, frame: pd.DataFrame) -> int:
+    """Store the indicator rows of ``frame`` (index: timestamps; NaN becomes NULL); returns rows written."""
+    if len(frame) == 0:
+        return 0
+    now = utcnow()
+    columns = [c for c in INDICATOR_COLUMNS if c in frame.columns]
+    values = frame[columns].astype("float64")
+    # NaN is "not defined yet": stored as NULL, never as a number.
+    matrix = values.to_numpy()
+    rows: list[dict[str, Any]] = []
+    for ts, row in zip(frame.index, matrix, strict=True):
+        record: dict[str, Any] = {
+            "asset_id": asset_id,
+            "timeframe": timeframe,
+            "ts": ts.to_pydatetime(),
+            "computed_at": now,
+        }
+        for column, value in zip(columns, row, strict=True):
+            record[column] = None if value != value else float(value)
+        rows.append(record)
+    with session_scope() as session:
+        insert = _insert(session)
+        statement = insert(IndicatorRow)
+        statement = statement.on_conflict_do_update(
+            index_elements=["asset_id", "timeframe", "ts"],
+            set_={c: statement.excluded[c] for c in (*columns, "computed_at")},
+        )
+        for chunk in _chunks(rows, 2_000):
+            session.execute(statement, list(chunk))
+    return len(rows)
+
+
+def load_indicators(asset_id: int, timeframe: str = "1d", *, limit: int | None = None) -> pd.DataFrame:
+    """Stored indicator rows with the bar's close, oldest first; NULL comes back as NaN."""
+    import pandas as pd
+
+    ind = IndicatorRow.__table__
+    bars = PriceBarRow.__table__
+    query = (
+        select(ind.c.ts, bars.c.close, *[ind.c[c] for c in INDICATOR_COLUMNS])
+        .join(
+            bars,
+            (bars.c.asset_id == ind.c.asset_id)
+            & (bars.c.timeframe == ind.c.timeframe)
+            & (bars.c.ts == ind.c.ts),
+        )
+        .where(ind.c.asset_id == asset_id, ind.c.timeframe == timeframe)
+        .order_by(ind.c.ts.desc())
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    with get_engine().connect() as connection:
+        rows = list(connection.execute(query).all())[::-1]
+    frame = pd.DataFrame([r[1:] for r in rows], columns=["close", *INDICATOR_COLUMNS], dtype="float64")
+    frame.index = pd.DatetimeIndex([as_utc(r[0]) for r in rows], name="ts")
+    return frame
+
+
+# --------------------------------------------------------------------------------------------------
+# Signals
+# --------------------------------------------------------------------------------------------------
+
+
+def insert_signals(rows: Sequence[Mapping[str, Any]]) -> int:
+    """Store new signals (dicts with the ``market_signals`` columns but id); returns how many were new.
+
+    A signal already stored for the same asset, timeframe, bar, rule and direction is kept as it is
+    (its creation time, expiry and active flag included), so re-running a computation adds nothing.
+    """
+    if not rows:
+        return 0
+    created = 0
+    with session_scope() as session:
+        insert = _insert(session)
+        statement = (
+            insert(SignalRow)
+            .on_conflict_do_nothing(index_elements=["asset_id", "timeframe", "ts", "rule", "direction"])
+            .returning(SignalRow.id)
+        )
+        for chunk in _chunks(rows, 1_000):
+            created += len(session.execute(statement, list(chunk)).all())
+    return created
+
+
+def _stored_signal(row: SignalRow) -> StoredSignal:
+    return StoredSignal(
+        id=row.id,
+        asset_id=row.asset_id,
+        timeframe=row.timeframe,
+        ts=as_utc(row.ts),
+        rule=row.rule,
+        direction=row.direction,
+        strength=row.strength,
+        reason=row.reason,
+        created_at=as_utc(row.created_at),
+        expires_at=as_utc(row.expires_at),
+        active=bool(row.active),
+    )
+
+
+def list_signals(
+    *,
+    asset_id: int | None = None,
+    timeframe: str | None = None,
+    active: bool | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> list[StoredSignal]:
+    """Stored signals, oldest bar first."""
+    query = select(SignalRow).order_by(SignalRow.ts, SignalRow.rule, SignalRow.direction)
+    if asset_id is not None:
+        query = query.where(SignalRow.asset_id == asset_id)
+    if timeframe is not None:
+        query = query.where(SignalRow.timeframe == timeframe)
+    if active is not None:
+        query = query.where(SignalRow.active.is_(active))
+    if since is not None:
+        query = query.where(SignalRow.ts >= since)
+    if limit is not None:
+        query = query.limit(limit)
+    with session_scope() as session:
+        return [_stored_signal(row) for row in session.scalars(query)]
+
+
+def deactivate_expired(now: datetime | None = None) -> int:
+    """Mark every active signal whose expiry has passed as inactive; returns how many."""
+    now = now or utcnow()
+    with session_scope() as session:
+        result = session.execute(
+            update(SignalRow)
+            .where(SignalRow.active.is_(True), SignalRow.expires_at <= now)
+            .values(active=False)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Charts
+# --------------------------------------------------------------------------------------------------
+
+
+def set_chart(asset_id: int, path: str, rendered_at: datetime | None = None) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(Asset)
+            .where(Asset.id == asset_id)
+            .values(chart_path=path, chart_rendered_at=rendered_at or utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Runs over many assets
+# --------------------------------------------------------------------------------------------------
+
+
+def _run_info(run: MarketRun) -> RunInfo:
+    return RunInfo(
+        id=run.id,
+        kind=run.kind,
+        total=run.total,
+        succeeded=run.succeeded,
+        failed=run.failed,
+        outcome=run.outcome,
+        started_at=as_utc(run.started_at),
+        finished_at=as_utc(run.finished_at) if run.finished_at else None,
+    )
+
+
+def create_run(
+    kind: str, total: int, *, params: Mapping[str, Any] | None = None, message_id: str | None = None
+) -> int:
+    """Open a run over ``total`` assets; a run over none is finished at once."""
+    now = utcnow()
+    with session_scope() as session:
+        run = MarketRun(
+            kind=kind,
+            message_id=message_id,
+            params=json.dumps(dict(params or {}), default=str),
+            total=total,
+            succeeded=0,
+            failed=0,
+            outcome="succeeded" if total == 0 else "running",
+            started_at=now,
+            updated_at=now,
+            finished_at=now if total == 0 else None,
+        )
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def find_run_by_message(message_id: str) -> int | None:
+    """The run a message opened, if it opened one (a retried fan-out reuses it)."""
+    with session_scope() as session:
+        query = select(MarketRun.id).where(MarketRun.message_id == message_id).order_by(MarketRun.id)
+        return session.scalars(query).first()
+
+
+def get_run(run_id: int) -> RunInfo | None:
+    with session_scope() as session:
+        run = session.get(MarketRun, run_id)
+        return _run_info(run) if run else None
+
+
+def list_run_items(run_id: int) -> list[tuple[int, str, str | None]]:
+    """(asset id, outcome, error) of every asset of a run that has finished."""
+    with session_scope() as session:
+        query = select(MarketRunItem.asset_id, MarketRunItem.outcome, MarketRunItem.error)
+        query = query.where(MarketRunItem.run_id == run_id).order_by(MarketRunItem.asset_id)
+        return [(a, o, e) for a, o, e in session.execute(query)]
+
+
+def record_run_item(run_id: int, asset_id: int, outcome: str, error: str | None = None) -> RunInfo | None:
+    """Record how one asset of a run ended; the call that records the last asset closes the run.
+
+    Recording the same asset again (a retried job) replaces its outcome without counting it twice.
+    Returns the run as it stands after this call, or None when the run does not exist.
+    """
+    now = utcnow()
+    with session_scope() as session:
+        # Writing the run row first takes its lock (PostgreSQL) or the database's write lock (SQLite),
+        # so the items of one run are counted one writer at a time and exactly one call closes it.
+        touched = session.execute(
+            update(MarketRun)
+            .where(MarketRun.id == run_id)
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if not getattr(touched, "rowcount", 0):
+            return None
+        insert = _insert(session)
+        statement = insert(MarketRunItem)
+        statement = statement.on_conflict_do_update(
+            index_elements=["run_id", "asset_id"],
+            set_={
+                "outcome": statement.excluded.outcome,
+                "error": statement.excluded.error,
+                "finished_at": statement.excluded.finished_at,
+            },
+        )
+        session.execute(
+            statement,
+            [
+                {
+                    "run_id": run_id,
+                    "asset_id": asset_id,
+                    "outcome": outcome,
+                    "error": error,
+                    "finished_at": now,
+                }
+            ],
+        )
+        counts = dict(
+            session.execute(
+                select(MarketRunItem.outcome, func.count())
+                .where(MarketRunItem.run_id == run_id)
+                .group_by(MarketRunItem.outcome)
+            ).all()
+        )
+        succeeded = int(counts.get("succeeded", 0))
+        failed = sum(int(n) for o, n in counts.items() if o != "succeeded")
+        run = session.get(MarketRun, run_id, populate_existing=True)
+        assert run is not None
+        values: dict[str, Any] = {"succeeded": succeeded, "failed": failed}
+        if run.finished_at is None and succeeded + failed >= run.total:
+            values["outcome"] = "succeeded" if failed == 0 else "failed" if succeeded == 0 else "partial"
+            values["finished_at"] = now
+        session.execute(
+            update(MarketRun)
+            .where(MarketRun.id == run_id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        session.flush()
+        session.refresh(run)
+        return _run_info(run)
+
+
+def delete_asset(asset_id: int) -> None:
+    """Remove an asset with its bars, indicators and signals."""
+    with session_scope() as session:
+        for table in (SignalRow, IndicatorRow, PriceBarRow):
+            session.execute(delete(table).where(table.asset_id == asset_id))
+        session.execute(delete(Asset).where(Asset.id == asset_id))

@@ -1,0 +1,166 @@
+"""Retries, permanent errors, dead letters, callbacks, states and progress, through a real worker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.support import job, wait_for_job, wait_until
+
+
+@pytest.fixture
+def key() -> str:
+    return f"test:{uuid.uuid4().hex}"
+
+
+def test_a_transient_failure_is_retried_with_growing_backoff_until_it_succeeds(worker, redis_client, key):
+    from tests.core.sample_actors import flaky
+
+    # Given an actor that fails twice and then succeeds, with a 200 ms base backoff
+    # When it is sent
+    message = flaky.send(key, 2)
+
+    # Then it succeeds on its third attempt
+    row = wait_for_job(message.message_id, timeout=30)
+    assert row.state == "succeeded"
+    assert row.attempts == 3
+    assert row.result == json.dumps("recovered")
+    # And the second wait is about twice the first (backoff doubles, ±20% jitter)
+    times = [float(value) for value in redis_client.lrange(f"{key}:attempts", 0, -1)]
+    first_wait, second_wait = times[1] - times[0], times[2] - times[1]
+    assert 0.15 <= first_wait
+    assert second_wait > first_wait * 1.2
+
+
+def test_actors_retry_a_max_number_of_times_then_the_message_is_dead_lettered(worker, broker, redis_client, key):
+    from tests.core.sample_actors import always_fails
+
+    # Given an actor that always fails and allows two retries
+    # When it is sent
+    message = always_fails.send(key)
+
+    # Then it runs three times and ends dead with the error's type and message
+    row = wait_for_job(message.message_id, timeout=30)
+    assert row.state == "dead"
+    assert row.attempts == 3
+    assert row.error_type == "RuntimeError"
+    assert row.error_message == "this actor always fails"
+    assert "always_fails" in (row.traceback or "")
+    assert redis_client.llen(f"{key}:attempts") == 3
+    # And the message sits in the queue's dead-letter set
+    wait_until(lambda: redis_client.zcard("dramatiq:default.XQ") >= 1, timeout=5)
+
+
+def test_bad_input_is_never_retried_and_the_job_fails_with_its_reason(worker, redis_client, key):
+    from tests.core.sample_actors import rejects_input
+
+    message = rejects_input.send(key)
+
+    row = wait_for_job(message.message_id, timeout=30)
+    assert row.state == "failed"
+    assert row.attempts == 1
+    assert row.error_type == "InvalidArgument"
+    assert row.error_message == "the file is not a PDF"
+    assert redis_client.llen(f"{key}:attempts") == 1
+
+
+def test_retry_on_limits_retries_to_the_named_exceptions(worker, redis_client, key):
+    from tests.core.sample_actors import retries_only_connection_errors
+
+    message = retries_only_connection_errors.send(key)
+
+    row = wait_for_job(message.message_id, timeout=30)
+    assert row.state == "failed"
+    assert row.error_type == "ValueError"
+    assert redis_client.llen(f"{key}:attempts") == 1
+
+
+def test_a_job_moves_through_queued_running_and_succeeded_with_progress(worker, redis_client, key):
+    from tests.core.sample_actors import reports_progress
+
+    # Given a job that reports progress in five steps
+    message = reports_progress.send(key, 5, 0.15)
+
+    # Then the row shows it queued or running, then partial progress, then done at 100%
+    first = wait_until(lambda: job(message.message_id), timeout=10)
+    assert first.state in {"queued", "running"}
+    assert first.enqueued_at is not None
+    assert first.actor == "reports_progress" and first.queue == "default"
+    partial = wait_until(
+        lambda: (row := job(message.message_id)) is not None and 0 < (row.progress or 0) < 100 and row, timeout=10
+    )
+    assert partial.state == "running"
+    assert partial.progress_note is not None and partial.progress_note.startswith("step ")
+    done = wait_for_job(message.message_id, timeout=10)
+    assert done.state == "succeeded"
+    assert done.progress == 100.0
+    assert json.loads(done.result or "null") == {"steps": 5}
+    assert done.started_at is not None and done.finished_at is not None
+    assert done.finished_at >= done.started_at
+    assert json.loads(done.args or "{}") == {"args": [key, 5, 0.15], "kwargs": {}}
+
+
+def test_callbacks_run_on_success_and_on_final_failure(worker, redis_client, key):
+    from tests.core.sample_actors import with_callbacks
+
+    ok = with_callbacks.send(key, False)
+    bad = with_callbacks.send(key, True)
+
+    wait_for_job(ok.message_id)
+    wait_for_job(bad.message_id)
+    calls = wait_until(lambda: len(values := redis_client.lrange(f"{key}:callbacks", 0, -1)) == 2 and values)
+    outcomes = sorted((json.loads(value)["outcome"] for value in calls), key=str)
+    assert {"key": key} in outcomes
+    failure = next(outcome for outcome in outcomes if "type" in outcome)
+    assert failure == {"type": "InvalidArgument", "message": "asked to fail", "state": "failed"}
+
+
+def test_an_actor_called_with_wrong_argument_types_fails_naming_the_argument(worker):
+    from tests.core.sample_actors import typed
+
+    wrong_type = typed.send("/tmp/x", "three")
+    missing = typed.send_with_options(args=("/tmp/x",))
+    good = typed.send("/tmp/x", 3, 2, ["a"])
+
+    row = wait_for_job(wrong_type.message_id)
+    assert row.state == "failed"
+    assert row.error_type == "ArgumentMismatch"
+    assert "'count' must be int, got str" in (row.error_message or "")
+    row = wait_for_job(missing.message_id)
+    assert row.state == "failed"
+    assert "missing a required argument: 'count'" in (row.error_message or "")
+    assert wait_for_job(good.message_id).state == "succeeded"
+
+
+def test_a_message_for_an_unknown_actor_is_dead_lettered_and_the_worker_goes_on(worker, broker, redis_client, key):
+    from dramatiq import Message
+
+    from tests.core.sample_actors import counts
+
+    # Given a message naming an actor nobody declared
+    broker.enqueue(Message(queue_name="default", actor_name="no_such_actor", args=(), kwargs={}, options={}))
+    # When a good message follows it
+    good = counts.send(key, "after")
+
+    # Then the good one runs and the bad one is in the dead-letter set
+    assert wait_for_job(good.message_id).state == "succeeded"
+    wait_until(lambda: redis_client.zcard("dramatiq:default.XQ") >= 1, timeout=5)
+
+
+def test_a_malformed_message_pushed_raw_is_dead_lettered_and_the_worker_survives(worker, redis_client, key):
+    from tests.core.sample_actors import counts
+
+    # Given bytes that are not a message, pushed straight into the queue
+    redis_client.hset("dramatiq:default.msgs", "raw-garbage", b"{not json")
+    redis_client.rpush("dramatiq:default", "raw-garbage")
+    redis_client.lpush("dramatiq:__notify__.default", 1)
+
+    # When a good message follows
+    good = counts.send(key, "after-garbage")
+
+    # Then the worker survives to run it, and the garbage is dead-lettered
+    assert wait_for_job(good.message_id).state == "succeeded"
+    wait_until(lambda: redis_client.zscore("dramatiq:default.XQ", "raw-garbage") is not None, timeout=5)
+    assert redis_client.hget("dramatiq:default.XQ.msgs", "raw-garbage") == b"{not json"

@@ -1,0 +1,58 @@
+"""Metric values after N messages, scraped over HTTP from the exposition server."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+import uuid
+
+from tests.support import wait_for_job
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{label}="{value}"' in line for label, value in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_count_messages_by_outcome_and_show_queue_depth(worker, broker):
+    from middleware.metrics import serve_metrics
+    from tests.core.sample_actors import counts, rejects_input
+
+    key = f"test:{uuid.uuid4().hex}"
+    server = serve_metrics("127.0.0.1", 0, block=False)
+    port = server.server_address[1]
+    try:
+        start = _scrape(port)
+        base_ok = _value(start, "dramatiq_messages_total", actor_name="counts", outcome="succeeded")
+        base_failed = _value(start, "dramatiq_messages_total", actor_name="rejects_input", outcome="failed")
+
+        # Given 25 succeeding and 3 failing messages processed by a real worker
+        ok = [counts.send(key, str(index)) for index in range(25)]
+        bad = [rejects_input.send(key) for _ in range(3)]
+        for message in ok + bad:
+            wait_for_job(message.message_id)
+
+        # When the metrics are scraped over HTTP
+        text = _scrape(port)
+
+        # Then the counters moved by exactly those numbers
+        assert _value(text, "dramatiq_messages_total", actor_name="counts", outcome="succeeded") - base_ok == 25
+        assert _value(text, "dramatiq_messages_total", actor_name="rejects_input", outcome="failed") - base_failed == 3
+        assert _value(text, "dramatiq_message_duration_seconds_count", actor_name="counts") >= 25
+        assert _value(text, "dramatiq_message_queue_wait_seconds_count", actor_name="counts") >= 25
+        # And the broker-side gauges are there, with HELP text
+        assert re.search(r'dramatiq_queue_messages\{queue_name="default",state="ready"\} \d', text)
+        assert re.search(r'dramatiq_workers_alive\{queue_name="default"\} [1-9]', text)
+        assert "# HELP dramatiq_messages_total Messages processed, by outcome." in text
+    finally:
+        server.shutdown()
