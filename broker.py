@@ -19,7 +19,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,9 @@ class PlatformRedisBroker(RedisBroker):
       its consumers are doing, so a long job never makes a live worker look dead.
     - Each consumer runs queue maintenance (requeueing a dead worker's messages) on a fixed interval
       rather than by chance, so a killed worker's messages are back within heartbeat_timeout + interval.
+
+    Middleware may also add commands to the round trip that acknowledges a message (``ack_hooks``), so
+    what they record about it becomes durable in the same moment as the acknowledgement.
     """
 
     def __init__(self, *, maintenance_interval: int = 2_000, **kwargs: Any) -> None:
@@ -206,6 +209,7 @@ class PlatformRedisBroker(RedisBroker):
         self._heartbeat_thread: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
         self.consumed_queues: set[str] = set()
+        self.ack_hooks: list[Callable[[Any, Any], None]] = []
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -294,6 +298,28 @@ class _WakeableConsumer(_RedisConsumer):
 
     broker: PlatformRedisBroker
 
+    def _settle(self, command: str, message: Any) -> None:
+        """Ack or nack in one pipeline with whatever the broker's ack hooks add."""
+        broker = self.broker
+        try:
+            pipe = broker.client.pipeline(transaction=False)
+            # The current queue may differ from message.queue_name when the message was delayed.
+            args = broker._dispatch_args(command, self.queue_name, message.options["redis_message_id"])
+            broker.scripts["dispatch"](keys=[broker.namespace], args=args, client=pipe)
+            for hook in broker.ack_hooks:
+                hook(message, pipe)
+            pipe.execute()
+        except redis.ConnectionError as error:
+            raise ConnectionClosed(error) from None
+        finally:
+            self.queued_message_ids.discard(message.message_id)
+
+    def ack(self, message: Any) -> None:
+        self._settle("ack", message)
+
+    def nack(self, message: Any) -> None:
+        self._settle("nack", message)
+
     def __next__(self) -> Any:
         try:
             while True:
@@ -337,12 +363,12 @@ class _WakeableConsumer(_RedisConsumer):
         namespace = self.broker.namespace
         acks = f"{namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
         messages = f"{namespace}:{self.queue_name}.msgs"
-        for redis_id in self.broker.client.smembers(acks):
+        for redis_id in self.broker.client.smembers(acks):  # type: ignore[union-attr]
             if self.broker.client.hget(messages, redis_id) == data:
-                self.broker.do_nack(self.queue_name, redis_id.decode())
+                self.broker.do_nack(self.queue_name, redis_id.decode())  # type: ignore[union-attr]
                 logger.error(
                     "Dead-lettered an undecodable message %r on queue %r: %r",
-                    redis_id.decode(),
+                    redis_id.decode(),  # type: ignore[union-attr]
                     self.queue_name,
                     data[:200],
                 )
@@ -442,4 +468,3 @@ def setup_broker() -> Broker:
         _broker = build_broker()
         dramatiq.set_broker(_broker)
     return _broker
-

@@ -143,7 +143,6 @@ class Settings:
     # Market.
     signal_expiry_hours: int
 
-
     @classmethod
     def from_env(cls) -> Settings:
         var_dir = _env_path("VAR_DIR", PROJECT_ROOT / "var")

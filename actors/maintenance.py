@@ -49,10 +49,13 @@ def reap_stuck_jobs() -> dict[str, Any]:
     shortest_cutoff = now - timedelta(milliseconds=1000) - margin
     reaped, resent = [], []
     for job in running_since_before(shortest_cutoff):
+        if job.started_at is None:
+            continue
+        actor: Any = None
         try:
-            actor = broker.get_actor(job.actor)
+            actor = broker.get_actor(job.actor or "")
         except dramatiq.errors.ActorNotFound:
-            actor = None
+            pass
         hard_limit = (actor.options.get("time_limit") if actor else None) or settings.hard_time_limit
         started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
         if started > now - timedelta(milliseconds=hard_limit) - margin:
@@ -60,16 +63,17 @@ def reap_stuck_jobs() -> dict[str, Any]:
         if not mark_stuck(job.id, seq=job.seq, now=now, message="still running past its hard time limit"):
             continue
         reaped.append(job.id)
-        max_retries = (actor.options.get("max_retries") if actor else None)
+        max_retries = actor.options.get("max_retries") if actor else None
         max_retries = settings.max_retries if max_retries is None else max_retries
         arguments = _arguments(job.args)
-        if actor is not None and arguments is not None and job.attempts <= max_retries:
-            message = Message(
+        attempts = job.attempts or 0
+        if actor is not None and arguments is not None and attempts <= max_retries:
+            message: Message[Any] = Message(
                 queue_name=actor.queue_name,
                 actor_name=actor.actor_name,
                 args=tuple(arguments["args"]),
                 kwargs=arguments["kwargs"],
-                options={"retries": job.attempts},
+                options={"retries": attempts},
                 message_id=job.id,
             )
             broker.enqueue(message)
@@ -172,7 +176,9 @@ def backup_database() -> dict[str, Any]:
     if is_sqlite(url):
         database = url.split("///", 1)[-1]
         target = housekeeping.backup_sqlite(Path(database), settings.backups_dir)
-        removed = housekeeping.rotate(settings.backups_dir, f"{target.stem.rsplit('-', 1)[0]}-*.db", settings.backups_keep)
+        removed = housekeeping.rotate(
+            settings.backups_dir, f"{target.stem.rsplit('-', 1)[0]}-*.db", settings.backups_keep
+        )
     else:
         target = housekeeping.backup_postgres(url, settings.backups_dir)
         removed = housekeeping.rotate(settings.backups_dir, "postgres-*.dump", settings.backups_keep)

@@ -22,12 +22,3 @@ def record_latency(sent_at: float) -> None:
     client = redis_client_for(broker)
     assert client is not None
     client.rpush("bench:latency", time.time() - sent_at)
-
-import os as _os
-
-_disabled = set(filter(None, _os.environ.get("BENCH_DISABLE", "").split(",")))
-if _disabled:
-    broker.middleware[:] = [m for m in broker.middleware if type(m).__name__ not in _disabled]
-    import logging as _logging
-    if "Lifecycle" in _disabled:
-        _logging.getLogger("lifecycle").setLevel(_logging.WARNING)

@@ -105,7 +105,7 @@ def run_variant(variant: Variant, count: int, payload_bytes: int, env: dict[str,
         cwd=ROOT, env=env, check=True,
     )  # fmt: skip
     assert remaining(client, variant.remaining_keys) == count, "messages were not all enqueued"
-    log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
     worker = subprocess.Popen(variant.worker_command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
@@ -131,7 +131,7 @@ def run_variant(variant: Variant, count: int, payload_bytes: int, env: dict[str,
 
 def latency(variant: Variant, samples: int, env: dict[str, str], client: redis.Redis) -> tuple[float, float]:
     client.flushdb()
-    log = tempfile.NamedTemporaryFile(prefix="bench-latency-", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile(prefix="bench-latency-", suffix=".log", delete=False)  # noqa: SIM115
     worker = subprocess.Popen(variant.worker_command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
         result = subprocess.run(
@@ -172,7 +172,7 @@ def idle_rss_mb(env: dict[str, str], queues: list[str]) -> float:
     import psutil
 
     command = [str(BIN / "dramatiq"), "actors", "-p", "1", "-t", "8", "-Q", *queues]
-    log = tempfile.NamedTemporaryFile(prefix="bench-rss-", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile(prefix="bench-rss-", suffix=".log", delete=False)  # noqa: SIM115
     worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
         time.sleep(8)

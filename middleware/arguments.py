@@ -48,9 +48,9 @@ class ArgumentMismatch(InvalidArgument, MiddlewareError):
 class ArgumentTypes(Middleware):
     """Fail a message whose arguments do not fit its actor's signature, naming the argument.
 
-    The failure is an ``ArgumentMismatch``, an ``InvalidArgument`` (bad input): the job ends ``failed`` and is never retried.
-    Only annotations of plain types (``str``, ``int``, ``float``, ``bool``, ``list``, ``dict``, unions and
-    ``None``) are checked; any other annotation is accepted as it is.
+    The failure is an ``ArgumentMismatch``, an ``InvalidArgument`` (bad input): the job ends ``failed``
+    and is never retried. Only annotations of plain types (``str``, ``int``, ``float``, ``bool``,
+    ``list``, ``dict``, unions and ``None``) are checked; any other annotation is accepted as it is.
     """
 
     def __init__(self) -> None:

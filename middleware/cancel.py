@@ -60,11 +60,12 @@ class CancelWatcher:
                 pubsub.subscribe(CANCEL_CHANNEL)
                 pubsub.get_message(timeout=1.0)  # the subscription confirmation
                 stored = self.client.zrangebyscore(CANCELLED_SET, time.time() - CANCEL_RETENTION, "+inf")
-                self.cancelled = {value.decode() for value in stored}
+                self.cancelled = {value.decode() if isinstance(value, bytes) else str(value) for value in stored}
                 self.ready.set()
                 for item in pubsub.listen():
-                    if item.get("type") == "message":
-                        self.cancelled.add(item["data"].decode())
+                    data = item.get("data") if item.get("type") == "message" else None
+                    if isinstance(data, bytes):
+                        self.cancelled.add(data.decode())
             except redis.RedisError as error:
                 logging.getLogger(__name__).warning("Cancel watcher lost Redis (%r); reconnecting.", error)
             finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 
 
-class Event(str, enum.Enum):
+class Event(enum.StrEnum):
     ENQUEUED = "enqueued"  # a message was put on a queue (the job is queued)
     STARTED = "started"  # an attempt began (the job is running)
     SUCCEEDED = "succeeded"  # the attempt returned

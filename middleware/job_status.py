@@ -18,7 +18,7 @@ from dramatiq.middleware import CurrentMessage, Middleware
 from middleware.cancel import JobCancelled, watcher_for
 from middleware.events import ABANDONED_ATTRIBUTE, SKIP_REASON_ATTRIBUTE, Event
 from settings import settings
-from storage.models import STATE_RANK, Job, JobState
+from storage.models import STATE_RANK, JobState
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,14 @@ _FOLLOW_NEWEST = (
     "result",
 )
 _COLUMNS = ("id", "seq", "progress", "progress_note", "updated_at", *_FILL_ONCE, *_FOLLOW_NEWEST)
+
+#: Each attempt's outcome row, written to Redis in the round trip that acknowledges the message, so a
+#: worker killed before its next flush loses no outcome; flushed rows are removed from it.
+FINISHED_KEY = "dramatiq:__finished__"
+#: Rows in FINISHED_KEY older than this (seconds) belong to a writer that died; any worker adopts them.
+ORPHAN_AGE = 10.0
+_TIME_COLUMNS = ("enqueued_at", "started_at", "finished_at", "updated_at")
+OUTCOME_ATTRIBUTE = "_platform_outcome_row"
 
 EVENT_STATE = {
     Event.ENQUEUED: JobState.QUEUED,
@@ -87,6 +95,8 @@ class JobWriter:
         self.flushed = threading.Condition()
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
+        self.redis: Any = None
+        self.last_adoption = 0.0
 
     def record(self, row: dict[str, Any]) -> None:
         with self.lock:
@@ -109,6 +119,9 @@ class JobWriter:
             self.wakeup.clear()
             try:
                 self.flush_pending()
+                if self.redis is not None and time.monotonic() - self.last_adoption > ORPHAN_AGE:
+                    self.last_adoption = time.monotonic()
+                    adopt_orphans(self.redis)
             except Exception:
                 logger.exception("Writing job rows failed; they are kept for the next flush.")
                 time.sleep(1)
@@ -119,6 +132,9 @@ class JobWriter:
         if rows:
             try:
                 self._write(list(rows.values()))
+                durable = [row_id for row_id, row in rows.items() if row.get("durable")]
+                if durable and self.redis is not None:
+                    self.redis.hdel(FINISHED_KEY, *durable)
             except Exception:
                 with self.lock:
                     for row_id, row in rows.items():
@@ -143,6 +159,45 @@ class JobWriter:
         params = [{column: _db_value(row.get(column), sqlite) for column in _COLUMNS} for row in rows]
         with engine.begin() as connection:
             connection.exec_driver_sql(_UPSERT_SQLITE if sqlite else _UPSERT_POSTGRES, params)  # type: ignore[arg-type]
+
+
+def _encode_row(row: dict[str, Any]) -> str:
+    return json.dumps({key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()})
+
+
+def _decode_row(text: bytes | str) -> dict[str, Any]:
+    row = json.loads(text)
+    for column in _TIME_COLUMNS:
+        if row.get(column):
+            row[column] = datetime.fromisoformat(row[column])
+    return dict(row)
+
+
+def persist_with_ack(message: Any, pipe: Any) -> None:
+    """Ack hook: store the attempt's outcome row in the same round trip as the acknowledgement."""
+    row = getattr(message, OUTCOME_ATTRIBUTE, None)
+    if row is not None:
+        pipe.hset(FINISHED_KEY, message.message_id, _encode_row(row))
+
+
+def adopt_orphans(client: Any, min_age: float = ORPHAN_AGE) -> int:
+    """Write outcome rows that a dead worker acknowledged but never flushed; returns how many."""
+    cutoff = utcnow().timestamp() - min_age
+    orphans = []
+    for message_id, raw in client.hgetall(FINISHED_KEY).items():
+        try:
+            row = _decode_row(raw)
+        except (ValueError, TypeError):
+            client.hdel(FINISHED_KEY, message_id)
+            continue
+        updated = row.get("updated_at")
+        if updated is None or updated.timestamp() < cutoff:
+            orphans.append((message_id, row))
+    if orphans:
+        writer._write([row for _, row in orphans])
+        client.hdel(FINISHED_KEY, *[message_id for message_id, _ in orphans])
+        logger.warning("Recorded %d job outcomes left by a worker that stopped before writing them.", len(orphans))
+    return len(orphans)
 
 
 def _db_value(value: Any, sqlite: bool) -> Any:
@@ -173,11 +228,12 @@ def _upsert_sql(placeholder: str) -> str:
                 f"WHEN {newer} THEN COALESCE(excluded.{column}, jobs.{column}) ELSE jobs.{column} END"
             )
         else:
-            sets.append(f"{column} = CASE WHEN {newer} THEN COALESCE(excluded.{column}, jobs.{column}) ELSE jobs.{column} END")
+            sets.append(
+                f"{column} = CASE WHEN {newer} THEN COALESCE(excluded.{column}, jobs.{column}) ELSE jobs.{column} END"
+            )
     values = ", ".join(placeholder.format(column) for column in _COLUMNS)
     return (
-        f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({values}) "
-        f"ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}"
+        f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({values}) ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}"
     )
 
 
@@ -188,6 +244,8 @@ _UPSERT_POSTGRES = _upsert_sql("%({})s")
 
 def _merge(current: dict[str, Any], newer: dict[str, Any]) -> None:
     """Fold a later write of the same row into a pending one."""
+    if newer.get("durable"):
+        current["durable"] = True
     for column in _FILL_ONCE:
         if current.get(column) is None:
             current[column] = newer.get(column)
@@ -223,9 +281,9 @@ def report_progress(percent: float, note: str | None = None) -> None:
     message = CurrentMessage.get_current_message()
     if message is None:
         return
-    from broker import redis_client_for
-
     import dramatiq
+
+    from broker import redis_client_for
 
     client = redis_client_for(dramatiq.get_broker())
     if client is not None and watcher_for(client).is_cancelled(message.message_id):
@@ -273,6 +331,18 @@ class JobStatus(Middleware):
         from storage.db import migrate
 
         migrate()
+
+    def before_worker_boot(self, broker: Broker, worker: Any) -> None:
+        from broker import redis_client_for
+
+        hooks = getattr(broker, "ack_hooks", None)
+        client = redis_client_for(broker)
+        if hooks is None or client is None:
+            return
+        if persist_with_ack not in hooks:
+            hooks.append(persist_with_ack)
+        writer.redis = client
+        adopt_orphans(client)
 
     def before_enqueue(self, broker: Broker, message: Any, delay: Any) -> None:
         # Redeliveries from the delay queue and retries are the same job: no new "queued" row.
@@ -344,7 +414,12 @@ class JobStatus(Middleware):
                 "".join(traceback.format_exception(type(exception), exception, exception.__traceback__, limit=30)),
                 20_000,
             )
-        writer.record(row)
+        self._record_outcome(message, row)
+
+    @staticmethod
+    def _record_outcome(message: Any, row: dict[str, Any]) -> None:
+        setattr(message, OUTCOME_ATTRIBUTE, row)
+        writer.record({**row, "durable": True})
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         reason = getattr(message, SKIP_REASON_ATTRIBUTE, None)
@@ -352,7 +427,8 @@ class JobStatus(Middleware):
             return
         attempt = int(message.options.get("retries", 0)) + 1
         now = utcnow()
-        writer.record(
+        self._record_outcome(
+            message,
             {
                 "id": message.message_id,
                 "seq": _seq(attempt, JobState.CANCELLED),
@@ -365,5 +441,5 @@ class JobStatus(Middleware):
                 ),
                 "finished_at": now,
                 "updated_at": now,
-            }
+            },
         )

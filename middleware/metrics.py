@@ -78,9 +78,7 @@ class _Instruments:
         self.dead_letters = Counter(
             "dramatiq_message_dead_letters", "Messages moved to the dead-letter queue.", labels, registry=None
         )
-        self.rate_limited = Counter(
-            "dramatiq_rate_limited", "Messages delayed by a rate limit.", labels, registry=None
-        )
+        self.rate_limited = Counter("dramatiq_rate_limited", "Messages delayed by a rate limit.", labels, registry=None)
         self.duration = Histogram(
             "dramatiq_message_duration_seconds",
             "Time one attempt took.",
@@ -362,6 +360,8 @@ def _serve_from_fork() -> int:
     try:
         serve_metrics()
     except OSError as error:
-        logger.error("Metrics server could not listen on %s:%d: %s", settings.metrics_host, settings.metrics_port, error)
+        logger.error(
+            "Metrics server could not listen on %s:%d: %s", settings.metrics_host, settings.metrics_port, error
+        )
         return 1
     return 0

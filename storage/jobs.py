@@ -43,7 +43,7 @@ def count_by_state(*, since: datetime | None = None) -> dict[tuple[str, str], in
     if since:
         query = query.where(Job.enqueued_at >= since)
     with session_scope() as session:
-        return {(actor, state): count for actor, state, count in session.execute(query).all()}
+        return {(actor or "", state or ""): count for actor, state, count in session.execute(query).all()}
 
 
 def mark_cancelled_if_queued(job_id: str, now: datetime) -> bool:
@@ -66,9 +66,7 @@ def mark_cancelled_if_queued(job_id: str, now: datetime) -> bool:
 
 def running_since_before(cutoff: datetime) -> Sequence[Job]:
     with session_scope() as session:
-        return session.scalars(
-            select(Job).where(Job.state == JobState.RUNNING.value, Job.started_at < cutoff)
-        ).all()
+        return session.scalars(select(Job).where(Job.state == JobState.RUNNING.value, Job.started_at < cutoff)).all()
 
 
 def mark_stuck(job_id: str, *, seq: int, now: datetime, message: str) -> bool:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from storage.db import Base
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     QUEUED = "queued"  # enqueued, waiting for a worker
     RUNNING = "running"  # a worker is executing an attempt
     RETRYING = "retrying"  # an attempt failed; another is scheduled after a backoff

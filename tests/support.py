@@ -40,4 +40,6 @@ def wait_for_job(message_id: str, timeout: float = 60.0, states: frozenset[str] 
         row = job(message_id)
         return row if row is not None and row.state in wanted else None
 
-    return wait_until(reached, timeout=timeout)
+    row = wait_until(reached, timeout=timeout)
+    assert row is not None
+    return row
