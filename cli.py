@@ -294,7 +294,7 @@ def _dead_letters(client: Any, queue: str) -> list[tuple[str, float, Any]]:
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    import dramatiq
+    from dramatiq import Message
 
     broker = _broker()
     client = _redis()
@@ -327,13 +327,14 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         for redis_id, _, message in _dead_letters(client, queue):
             if message is None or (wanted and message.message_id not in wanted):
                 continue
-            try:
-                actor = broker.get_actor(message.actor_name)
-            except dramatiq.errors.ActorNotFound:
-                print(f"skipping {message.message_id}: actor {message.actor_name!r} no longer exists", file=sys.stderr)
-                continue
             # A fresh message (and job row) whose parent is the dead one, with a full set of retries.
-            fresh = actor.message_with_options(args=message.args, kwargs=message.kwargs, parent_id=message.message_id)
+            fresh: Message[Any] = Message(
+                queue_name=message.queue_name,
+                actor_name=message.actor_name,
+                args=message.args,
+                kwargs=message.kwargs,
+                options={"parent_id": message.message_id},
+            )
             broker.enqueue(fresh)
             client.zrem(f"dramatiq:{queue}.XQ", redis_id)
             client.hdel(f"dramatiq:{queue}.XQ.msgs", redis_id)

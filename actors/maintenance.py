@@ -33,7 +33,10 @@ def _now() -> datetime:
 def cleanup_cache(days: float | None = None) -> dict[str, Any]:
     """Delete cache files (downloads, renders) older than ``days`` (default ``CACHE_RETENTION_DAYS``)."""
     removed = housekeeping.delete_files_older_than(settings.cache_dir, days or settings.cache_retention_days)
-    return {"files": removed.files, "bytes": removed.bytes}
+    from storage.media import prune_download_cache
+
+    forgotten = prune_download_cache()
+    return {"files": removed.files, "bytes": removed.bytes, "cache_entries_forgotten": forgotten}
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, periodic=cron("0 * * * *"))

@@ -193,8 +193,7 @@ def save_video(
             for i, s in enumerate(segments)
         )
         session.add_all(
-            Frame(video_id=video.id, position=i, time_seconds=f.time, path=f.path)
-            for i, f in enumerate(frames)
+            Frame(video_id=video.id, position=i, time_seconds=f.time, path=f.path) for i, f in enumerate(frames)
         )
         return video.id
 
@@ -213,13 +212,9 @@ def get_video(video_id: int | None = None, *, job_id: str | None = None) -> dict
         if video is None:
             return None
         segments = session.scalars(
-            select(TranscriptSegment)
-            .where(TranscriptSegment.video_id == video.id)
-            .order_by(TranscriptSegment.position)
+            select(TranscriptSegment).where(TranscriptSegment.video_id == video.id).order_by(TranscriptSegment.position)
         ).all()
-        frames = session.scalars(
-            select(Frame).where(Frame.video_id == video.id).order_by(Frame.position)
-        ).all()
+        frames = session.scalars(select(Frame).where(Frame.video_id == video.id).order_by(Frame.position)).all()
         return {
             "id": video.id,
             "job_id": video.job_id,
@@ -309,9 +304,7 @@ def finish_playlist_item(
     lock on PostgreSQL) and exactly one of them sees the last item end.
     """
     with session_scope() as session:
-        playlist_id = session.scalar(
-            select(PlaylistItem.playlist_id).where(PlaylistItem.message_id == message_id)
-        )
+        playlist_id = session.scalar(select(PlaylistItem.playlist_id).where(PlaylistItem.message_id == message_id))
         if playlist_id is None:
             return None
         now = _now()
@@ -349,9 +342,7 @@ def get_playlist(playlist_id: int | None = None, *, job_id: str | None = None) -
         if playlist is None:
             return None
         items = session.scalars(
-            select(PlaylistItem)
-            .where(PlaylistItem.playlist_id == playlist.id)
-            .order_by(PlaylistItem.position)
+            select(PlaylistItem).where(PlaylistItem.playlist_id == playlist.id).order_by(PlaylistItem.position)
         ).all()
         return {
             "id": playlist.id,
@@ -391,9 +382,7 @@ def get_playlist(playlist_id: int | None = None, *, job_id: str | None = None) -
 def cached_download(cache_key: str) -> Path | None:
     """The cached file for ``cache_key``, marked used now; ``None`` (and the entry forgotten) when gone."""
     with session_scope() as session:
-        entry = session.scalars(
-            select(DownloadCacheEntry).where(DownloadCacheEntry.cache_key == cache_key)
-        ).first()
+        entry = session.scalars(select(DownloadCacheEntry).where(DownloadCacheEntry.cache_key == cache_key)).first()
         if entry is None:
             return None
         path = Path(entry.path)
@@ -412,9 +401,7 @@ def remember_download(cache_key: str, *, url: str, path: Path) -> None:
     """Record a finished download in the cache (replacing an older entry for the same key)."""
     with session_scope() as session:
         session.execute(delete(DownloadCacheEntry).where(DownloadCacheEntry.cache_key == cache_key))
-        session.add(
-            DownloadCacheEntry(cache_key=cache_key, url=url, path=str(path), bytes=path.stat().st_size)
-        )
+        session.add(DownloadCacheEntry(cache_key=cache_key, url=url, path=str(path), bytes=path.stat().st_size))
 
 
 def prune_download_cache() -> int:

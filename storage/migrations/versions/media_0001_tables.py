@@ -38,9 +38,7 @@ def upgrade() -> None:
     op.create_table(
         "media_transcript_segments",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column(
-            "video_id", sa.Integer, sa.ForeignKey("media_videos.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("video_id", sa.Integer, sa.ForeignKey("media_videos.id", ondelete="CASCADE"), nullable=False),
         sa.Column("position", sa.Integer, nullable=False),
         sa.Column("start_seconds", sa.Float, nullable=False),
         sa.Column("end_seconds", sa.Float, nullable=False),
@@ -51,9 +49,7 @@ def upgrade() -> None:
     op.create_table(
         "media_frames",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column(
-            "video_id", sa.Integer, sa.ForeignKey("media_videos.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("video_id", sa.Integer, sa.ForeignKey("media_videos.id", ondelete="CASCADE"), nullable=False),
         sa.Column("position", sa.Integer, nullable=False),
         sa.Column("time_seconds", sa.Float, nullable=False),
         sa.Column("path", sa.Text, nullable=False),
