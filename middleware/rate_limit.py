@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 from dramatiq.broker import Broker
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
@@ -18,6 +18,10 @@ from processing.errors import InvalidArgument
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
+
+
+class InvalidRateLimit(MiddlewareError, ValueError):
+    """An actor declares a rate limit this middleware cannot read."""
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
@@ -52,6 +56,15 @@ class RateLimit(Middleware):
     @property
     def actor_options(self) -> set[str]:
         return {"rate_limit"}
+
+    def before_declare_actor(self, broker: Broker, actor: Any) -> None:
+        rate = actor.options.get("rate_limit")
+        if rate is not None:
+            try:
+                parse_rate(rate)
+            except InvalidArgument as error:
+                # Fail where the actor is declared, not at its first message.
+                raise InvalidRateLimit(f"actor {actor.actor_name!r}: {error}") from None
 
     def _limiter(self, actor_name: str, rate: str) -> tuple[WindowRateLimiter, int, int]:
         key = (actor_name, rate)

@@ -121,9 +121,17 @@ def worker(broker) -> Iterator[object]:  # type: ignore[no-untyped-def]
     try:
         yield worker
     finally:
-        worker.stop(timeout=10_000)
+        stop_worker(broker, worker)
         flush()
         broker.flush_all()
+
+
+def stop_worker(broker, worker) -> None:  # type: ignore[no-untyped-def]
+    """Stop a worker and take its hook out of the broker, which outlives it in this session."""
+    from dramatiq.worker import _WorkerMiddleware
+
+    worker.stop(timeout=10_000)
+    broker.middleware[:] = [m for m in broker.middleware if not isinstance(m, _WorkerMiddleware)]
 
 
 @pytest.fixture(scope="session", autouse=True)

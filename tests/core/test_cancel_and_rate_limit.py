@@ -33,7 +33,9 @@ def test_a_cancelled_queued_job_never_runs(broker, redis_client, key):
         later = counts.send(key, "later")
         wait_for_job(later.message_id)
     finally:
-        worker.stop()
+        from tests.conftest import stop_worker
+
+        stop_worker(broker, worker)
 
     # Then it never ran and stays cancelled
     row = wait_for_job(message.message_id)
@@ -85,3 +87,21 @@ def test_a_rate_limit_delays_messages_over_it_and_loses_none(worker, redis_clien
     starts = sorted(float(value) for value in redis_client.lrange(f"{key}:starts", 0, -1))
     assert len(starts) == 7
     assert starts[-1] - starts[0] >= 1.0
+
+
+def test_a_malformed_rate_limit_fails_where_the_actor_is_declared(broker):
+    import dramatiq
+
+    with pytest.raises(ValueError, match="actor 'badly_limited': rate limit 'ten per minute' is not of the form"):
+
+        @dramatiq.actor(queue_name="default", rate_limit="ten per minute")
+        def badly_limited() -> None:
+            pass
+
+
+def test_rate_limits_parse_counts_and_windows():
+    from middleware.rate_limit import parse_rate
+
+    assert parse_rate("10/m") == (10, 60)
+    assert parse_rate("5/10s") == (5, 10)
+    assert parse_rate("100 / h") == (100, 3600)

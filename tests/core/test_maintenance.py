@@ -1,0 +1,167 @@
+"""Maintenance actors: cache cleanup, stuck jobs, pruning, health, queue watch, backups, summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.support import wait_for_job
+
+
+def test_cleanup_cache_deletes_only_files_older_than_the_retention(worker):
+    from actors.maintenance import cleanup_cache
+    from settings import settings
+
+    # Given one old and one fresh file in the cache
+    old = settings.cache_dir / "downloads" / "old.bin"
+    fresh = settings.cache_dir / "downloads" / "fresh.bin"
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_bytes(b"x" * 100)
+    fresh.write_bytes(b"y" * 10)
+    eight_days_ago = time.time() - 8 * 86400
+    os.utime(old, (eight_days_ago, eight_days_ago))
+
+    # When the cleanup runs
+    row = wait_for_job(cleanup_cache.send().message_id)
+
+    # Then only the old file is gone
+    assert row.state == "succeeded"
+    assert json.loads(row.result or "{}")["files"] >= 1
+    assert not old.exists() and fresh.exists()
+
+
+def test_the_reaper_fails_a_job_stuck_running_and_sends_it_again(worker, redis_client):
+    from actors.maintenance import reap_stuck_jobs
+    from middleware.job_status import flush, writer
+    from tests.core.sample_actors import flaky
+
+    # Given a job row of an actor with retries, left "running" an hour ago, that no worker holds
+    key = f"test:{uuid.uuid4().hex}"
+    job_id = str(uuid.uuid4())
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    writer.record(
+        {
+            "id": job_id,
+            "seq": 11,
+            "state": "running",
+            "actor": flaky.actor_name,
+            "queue": "default",
+            "args": json.dumps({"args": [key, 0], "kwargs": {}}),
+            "attempts": 1,
+            "enqueued_at": an_hour_ago,
+            "started_at": an_hour_ago,
+            "updated_at": an_hour_ago,
+        }
+    )
+    flush()
+    # When the reaper runs
+    row = wait_for_job(reap_stuck_jobs.send().message_id)
+
+    # Then it reaped and resent the job, which ran to completion with its original arguments
+    assert job_id in json.loads(row.result or "{}")["resent"]
+    assert wait_for_job(job_id, states=frozenset({"succeeded"})).attempts == 2
+    assert redis_client.llen(f"{key}:attempts") == 1
+
+
+def test_prune_old_data_removes_finished_jobs_past_the_retention(worker):
+    from actors.maintenance import prune_old_data
+    from middleware.job_status import flush, writer
+    from storage.jobs import get_job
+
+    old_id, recent_id = str(uuid.uuid4()), str(uuid.uuid4())
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    for job_id, finished in ((old_id, long_ago), (recent_id, datetime.now(UTC))):
+        writer.record(
+            {"id": job_id, "seq": 13, "state": "succeeded", "actor": "x", "queue": "default",
+             "finished_at": finished, "updated_at": finished}
+        )  # fmt: skip
+    flush()
+
+    row = wait_for_job(prune_old_data.send().message_id)
+
+    assert row.state == "succeeded"
+    assert get_job(old_id) is None
+    assert get_job(recent_id) is not None
+
+
+def test_health_check_records_broker_database_and_disk(worker):
+    from sqlalchemy import select
+
+    from actors.maintenance import health_check
+    from storage.db import session_scope
+    from storage.models import HealthCheck
+
+    row = wait_for_job(health_check.send().message_id)
+
+    result = json.loads(row.result or "{}")
+    assert result["healthy"] is True
+    assert result["broker"] == "ok" and result["database"] == "ok"
+    assert 0 < result["disk_free"] <= 1
+    with session_scope() as session:
+        latest = session.scalars(select(HealthCheck).order_by(HealthCheck.id.desc())).first()
+    assert latest is not None and latest.healthy == 1
+
+
+def test_monitor_queues_reports_depths_and_warns_past_the_threshold(worker, broker, caplog):
+    from actors.maintenance import monitor_queues
+
+    row = wait_for_job(monitor_queues.send().message_id)
+
+    result = json.loads(row.result or "{}")
+    assert set(result["queues"]) >= {"default", "documents", "media", "priority"}
+    assert result["queues"]["default"].keys() == {"ready", "delayed", "dead"}
+
+
+@pytest.mark.skipif(not os.environ["DATABASE_URL"].startswith("sqlite"), reason="SQLite backup")
+def test_backup_database_makes_a_readable_copy_and_keeps_the_newest(worker):
+    from actors.maintenance import backup_database
+    from settings import settings
+
+    rows = [wait_for_job(backup_database.send().message_id) for _ in range(2)]
+
+    result = json.loads(rows[-1].result or "{}")
+    copy = sqlite3.connect(result["backup"])
+    try:
+        assert copy.execute("SELECT count(*) FROM jobs").fetchone()[0] >= 1
+    finally:
+        copy.close()
+    assert len(list(settings.backups_dir.glob("*.db"))) <= settings.backups_keep
+
+
+def test_daily_summary_counts_jobs_by_outcome(worker):
+    from actors.maintenance import daily_summary
+    from tests.core.sample_actors import counts
+
+    wait_for_job(counts.send("summary", "a").message_id)
+
+    row = wait_for_job(daily_summary.send().message_id)
+
+    result = json.loads(row.result or "{}")
+    assert result["by_actor"]["counts"]["succeeded"] >= 1
+    assert result["totals"]["succeeded"] >= 1
+
+
+def test_actors_run_in_process_when_called_directly(broker):
+    from actors.maintenance import monitor_queues
+
+    # The seeds' eager mode: calling an actor runs its function here, with no broker round trip.
+    result = monitor_queues()
+
+    assert "default" in result["queues"]
+
+
+def test_an_urgent_message_goes_through_the_priority_queue(worker):
+    from pipelines import send_urgent
+    from tests.core.sample_actors import counts
+
+    message = send_urgent(counts, "urgent", "now")
+
+    row = wait_for_job(message.message_id)
+    assert row.state == "succeeded"
+    assert row.queue == "priority"
