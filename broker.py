@@ -391,15 +391,13 @@ def middleware_stack(redis_client: redis.Redis | None) -> list[Middleware]:
     from middleware.callbacks import Callbacks
     from middleware.cancel import Cancellation
     from middleware.job_status import JobStatus
-    from middleware.metrics import Metrics
+    from middleware.metrics import Metrics, MetricsOff
     from middleware.periodic import PeriodicMiddleware
     from middleware.rate_limit import RateLimit
     from middleware.retries import Retries
     from middleware.time_limit import TimeLimit
 
-    stack: list[Middleware] = [CurrentMessage()]
-    if settings.metrics_enabled:
-        stack.append(Metrics())
+    stack: list[Middleware] = [CurrentMessage(), Metrics() if settings.metrics_enabled else MetricsOff()]
     stack += [
         JobStatus(),
         Cancellation(client=redis_client),

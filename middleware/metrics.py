@@ -247,6 +247,15 @@ class Metrics(Middleware):
             multiprocess.mark_process_dead(os.getpid(), self.directory)
 
 
+class MetricsOff(Middleware):
+    """Stands in for ``Metrics`` when ``METRICS_ENABLED`` is off: records nothing, but still owns the
+    ``result_metrics`` option, so actors that declare it can be imported."""
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"result_metrics"}
+
+
 # --------------------------------------------------------------------------------------------------
 # Scrape-time collector and the exposition server
 # --------------------------------------------------------------------------------------------------

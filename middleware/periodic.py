@@ -55,7 +55,8 @@ class PeriodicMiddleware(PeriodiqMiddleware):
     backed-up queue. Here one rule holds from scheduler to worker: a run may start until its grace after
     its scheduled time; past that it is skipped, logged, counted as
     ``scheduler_skipped_total{reason="stale"}`` and its job ends ``cancelled`` ("skipped: past its
-    schedule grace"). A message without ``scheduled_at`` was sent by hand and always runs.
+    schedule grace"). A message without ``scheduled_at`` was sent by hand and always runs; a retry of a
+    run is late by its own backoff and is not checked again.
 
     Actor options:
       periodic(periodiq.CronSpec | str): when the actor runs, from periodiq's ``cron()`` (a plain string
@@ -81,6 +82,9 @@ class PeriodicMiddleware(PeriodiqMiddleware):
     def before_process_message(self, broker: Broker, message: Any) -> None:
         scheduled = message.options.get("scheduled_at")
         if scheduled is None:
+            return
+        if message.options.get("retries", 0):
+            # A retry is late on purpose (its backoff); the grace is for the run's first start.
             return
         try:
             actor = broker.get_actor(message.actor_name)

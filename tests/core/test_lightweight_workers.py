@@ -36,3 +36,17 @@ def test_the_readme_documents_every_setting():
     missing = sorted(name for name in names if f"`{name}`" not in readme)
 
     assert names and not missing, f"README.md does not document: {missing}"
+
+
+def test_actors_import_with_metrics_switched_off(broker):
+    result = subprocess.run(
+        [sys.executable, "-c", "import actors; print(type(actors.broker.middleware[1]).__name__)"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "METRICS_ENABLED": "false"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "MetricsOff"
