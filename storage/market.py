@@ -26,6 +26,7 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -55,6 +56,9 @@ INDICATOR_COLUMNS: tuple[str, ...] = (
 )
 
 
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+
+
 class Asset(Base):
     """Something with a price: a stock, a coin, an index."""
 
@@ -73,9 +77,7 @@ class PriceBarRow(Base):
 
     __tablename__ = "market_price_bars"
 
-    asset_id: Mapped[int] = mapped_column(
-        ForeignKey("market_assets.id", ondelete="CASCADE"), primary_key=True
-    )
+    asset_id: Mapped[int] = mapped_column(ForeignKey("market_assets.id", ondelete="CASCADE"), primary_key=True)
     timeframe: Mapped[str] = mapped_column(String(8), primary_key=True)
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     open: Mapped[float] = mapped_column(Float)
@@ -90,9 +92,7 @@ class IndicatorRow(Base):
 
     __tablename__ = "market_indicator_values"
 
-    asset_id: Mapped[int] = mapped_column(
-        ForeignKey("market_assets.id", ondelete="CASCADE"), primary_key=True
-    )
+    asset_id: Mapped[int] = mapped_column(ForeignKey("market_assets.id", ondelete="CASCADE"), primary_key=True)
     timeframe: Mapped[str] = mapped_column(String(8), primary_key=True)
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     rsi: Mapped[float | None] = mapped_column(Float)
@@ -113,14 +113,16 @@ class IndicatorRow(Base):
     computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+#: A signal is unique per asset, timeframe, bar, rule and direction.
+SIGNAL_KEY: tuple[str, ...] = ("asset_id", "timeframe", "ts", "rule", "direction")
+
+
 class SignalRow(Base):
     """A buy or sell signal a rule emitted for one bar; active until it expires."""
 
     __tablename__ = "market_signals"
     __table_args__ = (
-        UniqueConstraint(
-            "asset_id", "timeframe", "ts", "rule", "direction", name="uq_market_signals_bar_rule"
-        ),
+        UniqueConstraint(*SIGNAL_KEY, name="uq_market_signals_bar_rule"),
         Index("ix_market_signals_active_expires", "active", "expires_at"),
     )
 
@@ -241,9 +243,13 @@ def _asset_info(asset: Asset) -> AssetInfo:
 
 
 def get_asset(asset_id: int) -> AssetInfo | None:
-    with session_scope() as session:
-        asset = session.get(Asset, asset_id)
-        return _asset_info(asset) if asset else None
+    table = Asset.__table__
+    query = select(table.c.id, table.c.symbol, table.c.chart_path, table.c.chart_rendered_at)
+    with get_engine().connect() as connection:
+        row = connection.execute(query.where(table.c.id == asset_id)).first()
+    if row is None:
+        return None
+    return AssetInfo(row[0], row[1], row[2], as_utc(row[3]) if row[3] else None)
 
 
 def get_asset_by_symbol(symbol: str) -> AssetInfo | None:
@@ -272,9 +278,7 @@ def import_bars(rows: Sequence[Mapping[str, Any]], *, timeframe: str) -> dict[st
         new = [{"symbol": s, "created_at": now} for s in symbols if s not in before]
         if new:
             session.execute(insert(Asset).on_conflict_do_nothing(index_elements=["symbol"]), new)
-        ids = dict(
-            session.execute(select(Asset.symbol, Asset.id).where(Asset.symbol.in_(symbols))).all()
-        )
+        ids = dict(session.execute(select(Asset.symbol, Asset.id).where(Asset.symbol.in_(symbols))).all())
         bars = [
             {
                 "asset_id": ids[str(r["symbol"])],
@@ -305,93 +309,155 @@ def count_bars(asset_id: int, timeframe: str = "1d") -> int:
         return int(session.scalar(query) or 0)
 
 
-def load_bars(asset_id: int, timeframe: str = "1d", *, limit: int | None = None) -> pd.DataFrame:
-    """The latest ``limit`` bars (all without a limit), oldest first, indexed by UTC timestamp."""
+def _ts_index(values: Sequence[Any]) -> pd.DatetimeIndex:
+    """A UTC index from timestamps as the driver returns them.
+
+    SQLite hands back the stored text (``2024-01-02 00:00:00.000000``, always UTC here), which numpy
+    parses in bulk far faster than row-by-row conversion; PostgreSQL hands back datetimes.
+    """
+    import numpy as np
     import pandas as pd
 
+    if values and isinstance(values[0], str):
+        return pd.DatetimeIndex(np.array(values, dtype="datetime64[us]"), name="ts").tz_localize("UTC")
+    index = pd.DatetimeIndex(list(values), name="ts")
+    return index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+
+
+def _frame(rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> pd.DataFrame:
+    """Rows of (ts, value, ...) newest first as a frame oldest first; NULL becomes NaN."""
+    import numpy as np
+    import pandas as pd
+
+    ordered = list(reversed(rows))
+    if not ordered:
+        empty = pd.DataFrame({c: np.array([], dtype="float64") for c in columns})
+        empty.index = pd.DatetimeIndex([], name="ts", tz="UTC")
+        return empty
+    transposed = list(zip(*ordered, strict=True))
+    data = {c: np.array(v, dtype="float64") for c, v in zip(columns, transposed[1:], strict=True)}
+    return pd.DataFrame(data, index=_ts_index(transposed[0]))
+
+
+def _ts_column(column: Any, dialect: str) -> Any:
+    """The timestamp column, read as stored text on SQLite (parsed in bulk by ``_ts_index``)."""
+    return type_coerce(column, String()) if dialect == "sqlite" else column
+
+
+def load_bars(asset_id: int, timeframe: str = "1d", *, limit: int | None = None) -> pd.DataFrame:
+    """The latest ``limit`` bars (all without a limit), oldest first, indexed by UTC timestamp."""
     table = PriceBarRow.__table__
+    engine = get_engine()
     query = (
-        select(table.c.ts, table.c.open, table.c.high, table.c.low, table.c.close, table.c.volume)
+        select(
+            _ts_column(table.c.ts, engine.dialect.name),
+            *(table.c[c] for c in PRICE_COLUMNS),
+        )
         .where(table.c.asset_id == asset_id, table.c.timeframe == timeframe)
         .order_by(table.c.ts.desc())
     )
     if limit is not None:
         query = query.limit(limit)
-    with get_engine().connect() as connection:
-        rows = list(connection.execute(query).all())[::-1]
-    frame = pd.DataFrame(
-        [r[1:] for r in rows], columns=["open", "high", "low", "close", "volume"], dtype="float64"
-    )
-    frame.index = pd.DatetimeIndex([as_utc(r[0]) for r in rows], name="ts")
-    return frame
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return _frame(rows, PRICE_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------------
 # Indicators
 # --------------------------------------------------------------------------------------------------
 
+_statements: dict[tuple[str, str], Any] = {}
+
+
+def _dialect_insert(dialect: str) -> Any:
+    """The dialect's ``insert`` that knows ``ON CONFLICT``."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    return insert
+
+
+def _indicator_upsert(dialect: str) -> Any:
+    """One upsert statement per dialect, built once (building it costs more than running it)."""
+    key = ("indicators", dialect)
+    if key not in _statements:
+        statement = _dialect_insert(dialect)(IndicatorRow.__table__)
+        _statements[key] = statement.on_conflict_do_update(
+            index_elements=["asset_id", "timeframe", "ts"],
+            set_={c: statement.excluded[c] for c in (*INDICATOR_COLUMNS, "computed_at")},
+        )
+    return _statements[key]
+
 
 def upsert_indicators(asset_id: int, timeframe: str, frame: pd.DataFrame) -> int:
-    """Store the indicator rows of ``frame`` (index: timestamps; NaN becomes NULL); returns rows written."""
+    """Store the indicator rows of ``frame`` (index: timestamps; NaN becomes NULL); returns rows written.
+
+    Columns of ``INDICATOR_COLUMNS`` missing from ``frame`` are stored as NULL.
+    """
+    import numpy as np
+
     if len(frame) == 0:
         return 0
     now = utcnow()
-    columns = [c for c in INDICATOR_COLUMNS if c in frame.columns]
-    values = frame[columns].astype("float64")
+    matrix = frame.reindex(columns=list(INDICATOR_COLUMNS)).to_numpy(dtype="float64")
     # NaN is "not defined yet": stored as NULL, never as a number.
-    matrix = values.to_numpy()
-    rows: list[dict[str, Any]] = []
-    for ts, row in zip(frame.index, matrix, strict=True):
-        record: dict[str, Any] = {
+    cells: list[list[float | None]] = np.where(np.isnan(matrix), None, matrix).tolist()  # type: ignore[attr-defined]
+    rows = [
+        {
             "asset_id": asset_id,
             "timeframe": timeframe,
-            "ts": ts.to_pydatetime(),
+            "ts": ts,
             "computed_at": now,
+            **dict(zip(INDICATOR_COLUMNS, values, strict=True)),
         }
-        for column, value in zip(columns, row, strict=True):
-            record[column] = None if value != value else float(value)
-        rows.append(record)
-    with session_scope() as session:
-        insert = _insert(session)
-        statement = insert(IndicatorRow)
-        statement = statement.on_conflict_do_update(
-            index_elements=["asset_id", "timeframe", "ts"],
-            set_={c: statement.excluded[c] for c in (*columns, "computed_at")},
-        )
+        for ts, values in zip(frame.index.to_pydatetime(), cells, strict=True)
+    ]
+    engine = get_engine()
+    statement = _indicator_upsert(engine.dialect.name)
+    with engine.begin() as connection:
         for chunk in _chunks(rows, 2_000):
-            session.execute(statement, list(chunk))
+            connection.execute(statement, list(chunk))
     return len(rows)
 
 
 def load_indicators(asset_id: int, timeframe: str = "1d", *, limit: int | None = None) -> pd.DataFrame:
     """Stored indicator rows with the bar's close, oldest first; NULL comes back as NaN."""
-    import pandas as pd
-
     ind = IndicatorRow.__table__
     bars = PriceBarRow.__table__
+    engine = get_engine()
     query = (
-        select(ind.c.ts, bars.c.close, *[ind.c[c] for c in INDICATOR_COLUMNS])
+        select(_ts_column(ind.c.ts, engine.dialect.name), bars.c.close, *[ind.c[c] for c in INDICATOR_COLUMNS])
         .join(
             bars,
-            (bars.c.asset_id == ind.c.asset_id)
-            & (bars.c.timeframe == ind.c.timeframe)
-            & (bars.c.ts == ind.c.ts),
+            (bars.c.asset_id == ind.c.asset_id) & (bars.c.timeframe == ind.c.timeframe) & (bars.c.ts == ind.c.ts),
         )
         .where(ind.c.asset_id == asset_id, ind.c.timeframe == timeframe)
         .order_by(ind.c.ts.desc())
     )
     if limit is not None:
         query = query.limit(limit)
-    with get_engine().connect() as connection:
-        rows = list(connection.execute(query).all())[::-1]
-    frame = pd.DataFrame([r[1:] for r in rows], columns=["close", *INDICATOR_COLUMNS], dtype="float64")
-    frame.index = pd.DatetimeIndex([as_utc(r[0]) for r in rows], name="ts")
-    return frame
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return _frame(rows, ("close", *INDICATOR_COLUMNS))
 
 
 # --------------------------------------------------------------------------------------------------
 # Signals
 # --------------------------------------------------------------------------------------------------
+
+
+def _signal_insert(dialect: str) -> Any:
+    key = ("signals", dialect)
+    if key not in _statements:
+        insert = _dialect_insert(dialect)
+        _statements[key] = (
+            insert(SignalRow.__table__)
+            .on_conflict_do_nothing(index_elements=list(SIGNAL_KEY))
+            .returning(SignalRow.__table__.c.id)
+        )
+    return _statements[key]
 
 
 def insert_signals(rows: Sequence[Mapping[str, Any]]) -> int:
@@ -403,15 +469,11 @@ def insert_signals(rows: Sequence[Mapping[str, Any]]) -> int:
     if not rows:
         return 0
     created = 0
-    with session_scope() as session:
-        insert = _insert(session)
-        statement = (
-            insert(SignalRow)
-            .on_conflict_do_nothing(index_elements=["asset_id", "timeframe", "ts", "rule", "direction"])
-            .returning(SignalRow.id)
-        )
+    engine = get_engine()
+    statement = _signal_insert(engine.dialect.name)
+    with engine.begin() as connection:
         for chunk in _chunks(rows, 1_000):
-            created += len(session.execute(statement, list(chunk)).all())
+            created += len(connection.execute(statement, list(chunk)).all())
     return created
 
 
@@ -501,9 +563,7 @@ def _run_info(run: MarketRun) -> RunInfo:
     )
 
 
-def create_run(
-    kind: str, total: int, *, params: Mapping[str, Any] | None = None, message_id: str | None = None
-) -> int:
+def create_run(kind: str, total: int, *, params: Mapping[str, Any] | None = None, message_id: str | None = None) -> int:
     """Open a run over ``total`` assets; a run over none is finished at once."""
     now = utcnow()
     with session_scope() as session:
@@ -545,6 +605,17 @@ def list_run_items(run_id: int) -> list[tuple[int, str, str | None]]:
         return [(a, o, e) for a, o, e in session.execute(query)]
 
 
+def _run_item_upsert(dialect: str) -> Any:
+    key = ("run_items", dialect)
+    if key not in _statements:
+        statement = _dialect_insert(dialect)(MarketRunItem.__table__)
+        _statements[key] = statement.on_conflict_do_update(
+            index_elements=["run_id", "asset_id"],
+            set_={c: statement.excluded[c] for c in ("outcome", "error", "finished_at")},
+        )
+    return _statements[key]
+
+
 def record_run_item(run_id: int, asset_id: int, outcome: str, error: str | None = None) -> RunInfo | None:
     """Record how one asset of a run ended; the call that records the last asset closes the run.
 
@@ -552,63 +623,37 @@ def record_run_item(run_id: int, asset_id: int, outcome: str, error: str | None 
     Returns the run as it stands after this call, or None when the run does not exist.
     """
     now = utcnow()
-    with session_scope() as session:
+    runs, items = MarketRun.__table__, MarketRunItem.__table__
+    engine = get_engine()
+    with engine.begin() as connection:
         # Writing the run row first takes its lock (PostgreSQL) or the database's write lock (SQLite),
         # so the items of one run are counted one writer at a time and exactly one call closes it.
-        touched = session.execute(
-            update(MarketRun)
-            .where(MarketRun.id == run_id)
-            .values(updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if not getattr(touched, "rowcount", 0):
+        touched = connection.execute(update(MarketRun).where(MarketRun.id == run_id).values(updated_at=now))
+        if not touched.rowcount:
             return None
-        insert = _insert(session)
-        statement = insert(MarketRunItem)
-        statement = statement.on_conflict_do_update(
-            index_elements=["run_id", "asset_id"],
-            set_={
-                "outcome": statement.excluded.outcome,
-                "error": statement.excluded.error,
-                "finished_at": statement.excluded.finished_at,
-            },
-        )
-        session.execute(
-            statement,
-            [
-                {
-                    "run_id": run_id,
-                    "asset_id": asset_id,
-                    "outcome": outcome,
-                    "error": error,
-                    "finished_at": now,
-                }
-            ],
-        )
-        counts = dict(
-            session.execute(
-                select(MarketRunItem.outcome, func.count())
-                .where(MarketRunItem.run_id == run_id)
-                .group_by(MarketRunItem.outcome)
-            ).all()
-        )
-        succeeded = int(counts.get("succeeded", 0))
-        failed = sum(int(n) for o, n in counts.items() if o != "succeeded")
-        run = session.get(MarketRun, run_id, populate_existing=True)
-        assert run is not None
+        item = {"run_id": run_id, "asset_id": asset_id, "outcome": outcome, "error": error, "finished_at": now}
+        connection.execute(_run_item_upsert(engine.dialect.name), [item])
+        counted = select(items.c.outcome, func.count()).where(items.c.run_id == run_id).group_by(items.c.outcome)
+        counts = {str(o): int(n) for o, n in connection.execute(counted).all()}
+        succeeded = counts.get("succeeded", 0)
+        failed = sum(n for o, n in counts.items() if o != "succeeded")
+        run = connection.execute(select(runs).where(runs.c.id == run_id)).one()
         values: dict[str, Any] = {"succeeded": succeeded, "failed": failed}
         if run.finished_at is None and succeeded + failed >= run.total:
             values["outcome"] = "succeeded" if failed == 0 else "failed" if succeeded == 0 else "partial"
             values["finished_at"] = now
-        session.execute(
-            update(MarketRun)
-            .where(MarketRun.id == run_id)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        session.flush()
-        session.refresh(run)
-        return _run_info(run)
+        connection.execute(update(MarketRun).where(MarketRun.id == run_id).values(**values))
+    finished_at = values.get("finished_at", run.finished_at)
+    return RunInfo(
+        id=run.id,
+        kind=run.kind,
+        total=run.total,
+        succeeded=succeeded,
+        failed=failed,
+        outcome=values.get("outcome", run.outcome),
+        started_at=as_utc(run.started_at),
+        finished_at=as_utc(finished_at) if finished_at else None,
+    )
 
 
 def delete_asset(asset_id: int) -> None:

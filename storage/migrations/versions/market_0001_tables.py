@@ -45,9 +45,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "market_price_bars",
-        sa.Column(
-            "asset_id", sa.Integer, sa.ForeignKey("market_assets.id", ondelete="CASCADE"), primary_key=True
-        ),
+        sa.Column("asset_id", sa.Integer, sa.ForeignKey("market_assets.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("timeframe", sa.String(8), primary_key=True),
         sa.Column("ts", sa.DateTime(timezone=True), primary_key=True),
         sa.Column("open", sa.Float, nullable=False),
@@ -58,9 +56,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "market_indicator_values",
-        sa.Column(
-            "asset_id", sa.Integer, sa.ForeignKey("market_assets.id", ondelete="CASCADE"), primary_key=True
-        ),
+        sa.Column("asset_id", sa.Integer, sa.ForeignKey("market_assets.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("timeframe", sa.String(8), primary_key=True),
         sa.Column("ts", sa.DateTime(timezone=True), primary_key=True),
         *[sa.Column(name, sa.Float) for name in INDICATOR_COLUMNS],
@@ -69,9 +65,7 @@ def upgrade() -> None:
     op.create_table(
         "market_signals",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column(
-            "asset_id", sa.Integer, sa.ForeignKey("market_assets.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("asset_id", sa.Integer, sa.ForeignKey("market_assets.id", ondelete="CASCADE"), nullable=False),
         sa.Column("timeframe", sa.String(8), nullable=False),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("rule", sa.String(32), nullable=False),
@@ -81,9 +75,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("active", sa.Boolean, nullable=False),
-        sa.UniqueConstraint(
-            "asset_id", "timeframe", "ts", "rule", "direction", name="uq_market_signals_bar_rule"
-        ),
+        sa.UniqueConstraint("asset_id", "timeframe", "ts", "rule", "direction", name="uq_market_signals_bar_rule"),
     )
     op.create_index("ix_market_signals_asset_id", "market_signals", ["asset_id"])
     op.create_index("ix_market_signals_active_expires", "market_signals", ["active", "expires_at"])
@@ -104,9 +96,7 @@ def upgrade() -> None:
     op.create_index("ix_market_runs_message_id", "market_runs", ["message_id"])
     op.create_table(
         "market_run_items",
-        sa.Column(
-            "run_id", sa.Integer, sa.ForeignKey("market_runs.id", ondelete="CASCADE"), primary_key=True
-        ),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("market_runs.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("asset_id", sa.Integer, primary_key=True),
         sa.Column("outcome", sa.String(20), nullable=False),
         sa.Column("error", sa.Text),
