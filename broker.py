@@ -27,7 +27,7 @@ import dramatiq
 import redis
 from dramatiq.broker import Broker
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff, current_millis
+from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage, GroupCallbacks, Middleware, Pipelines
@@ -298,6 +298,10 @@ class _WakeableConsumer(_RedisConsumer):
 
     broker: PlatformRedisBroker
 
+    def __init__(self, broker: PlatformRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self.settled = threading.Event()
+
     def _settle(self, command: str, message: Any) -> None:
         """Ack or nack in one pipeline with whatever the broker's ack hooks add."""
         broker = self.broker
@@ -313,6 +317,7 @@ class _WakeableConsumer(_RedisConsumer):
             raise ConnectionClosed(error) from None
         finally:
             self.queued_message_ids.discard(message.message_id)
+            self.settled.set()
 
     def ack(self, message: Any) -> None:
         self._settle("ack", message)
@@ -327,17 +332,20 @@ class _WakeableConsumer(_RedisConsumer):
                     data = self.message_cache.pop(0)
                 except IndexError:
                     messages: list[bytes] = []
-                    busy = self.outstanding_message_count >= self.prefetch
+                    self.settled.clear()
+                    outstanding = self.outstanding_message_count
+                    # Refill at half the prefetch: one round trip brings a batch while the worker
+                    # threads still have messages to work on.
+                    busy = outstanding > self.prefetch // 2
                     if not busy:
                         self.message_cache = messages = self.broker.do_fetch(
-                            self.queue_name, self.prefetch - self.outstanding_message_count
+                            self.queue_name, self.prefetch - outstanding
                         )
                     if messages:
                         continue
                     if busy:
-                        # Every worker thread has a message: wait for an ack, briefly.
-                        self.misses, backoff_ms = compute_backoff(self.misses, factor=1, max_backoff=5)
-                        time.sleep(backoff_ms / 1000)
+                        # Wake on the next ack rather than after a fixed sleep.
+                        self.settled.wait(0.05)
                     else:
                         self.misses = 0
                         timeout = max(self.timeout / 1000, 0.01)

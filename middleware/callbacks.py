@@ -9,7 +9,7 @@ from typing import Any
 from dramatiq.broker import Broker
 from dramatiq.middleware import Middleware
 
-from middleware.events import ABANDONED_ATTRIBUTE, SKIP_REASON_ATTRIBUTE, Event
+from middleware.events import ABANDONED_ATTRIBUTE, SKIP_REASON_ATTRIBUTE, Event, noted
 from settings import settings
 
 lifecycle = logging.getLogger("lifecycle")
@@ -47,6 +47,12 @@ class Callbacks(Middleware):
     def __init__(self) -> None:
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.started: dict[str, float] = {}
+        self.on_success: dict[str, str] = {}
+
+    def after_declare_actor(self, broker: Broker, actor: Any) -> None:
+        # Looked up once here: the success path runs for every message.
+        if actor.options.get("on_success"):
+            self.on_success[actor.actor_name] = actor.options["on_success"]
 
     @property
     def actor_options(self) -> set[str]:
@@ -73,28 +79,30 @@ class Callbacks(Middleware):
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
         self.started[message.message_id] = time.perf_counter()
-        self._log(Event.STARTED, message, attempt=int(message.options.get("retries", 0)) + 1)
+        if lifecycle.isEnabledFor(ROUTINE_LEVEL):
+            self._log(Event.STARTED, message, attempt=int(message.options.get("retries", 0)) + 1)
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        if getattr(message, ABANDONED_ATTRIBUTE, False):
+        if noted(message, ABANDONED_ATTRIBUTE):
             return
         from middleware.retries import decide, option
 
         decision = decide(broker, message, exception)
         started = self.started.pop(message.message_id, None)
-        fields: dict[str, Any] = {"attempt": decision.attempt}
-        if started is not None:
-            fields["duration_ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
-        if exception is not None:
-            fields["error"] = f"{type(exception).__name__}: {str(exception)[:200]!r}"
-        if decision.delay is not None:
-            fields["retry_in_ms"] = decision.delay
-        self._log(decision.event, message, **fields)
+        if lifecycle.isEnabledFor(_LEVELS.get(decision.event, ROUTINE_LEVEL)):
+            fields: dict[str, Any] = {"attempt": decision.attempt}
+            if started is not None:
+                fields["duration_ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
+            if exception is not None:
+                fields["error"] = f"{type(exception).__name__}: {str(exception)[:200]!r}"
+            if decision.delay is not None:
+                fields["retry_in_ms"] = decision.delay
+            self._log(decision.event, message, **fields)
 
         if decision.event is Event.SUCCEEDED:
-            target = option(broker, message, "on_success", None)
+            target = message.options.get("on_success") or self.on_success.get(message.actor_name)
             if target:
                 broker.get_actor(target).send(message.asdict(), result)
         elif decision.event in (Event.FAILED, Event.DEAD):
@@ -106,5 +114,5 @@ class Callbacks(Middleware):
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         self.started.pop(message.message_id, None)
-        reason = getattr(message, SKIP_REASON_ATTRIBUTE, None) or Event.SKIPPED
+        reason = noted(message, SKIP_REASON_ATTRIBUTE) or Event.SKIPPED
         self._log(reason, message)

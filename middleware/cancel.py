@@ -104,13 +104,18 @@ class Cancellation(Middleware):
     def __init__(self, *, client: redis.Redis | None) -> None:
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.client = client
+        self.watcher: CancelWatcher | None = None
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         if self.client is not None:
-            watcher_for(self.client).ready.wait(5)
+            self.watcher = watcher_for(self.client)
+            self.watcher.ready.wait(5)
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        if self.client is not None and watcher_for(self.client).is_cancelled(message.message_id):
+        if self.client is None:
+            return
+        watcher = self.watcher or watcher_for(self.client)
+        if watcher.is_cancelled(message.message_id):
             from middleware.retries import Decision
 
             self.logger.info("Message %r was cancelled before it ran; skipping it.", message.message_id)

@@ -7,6 +7,7 @@ One word means one thing everywhere: the ``state`` column, the ``event=`` field 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
 class Event(enum.StrEnum):
@@ -20,6 +21,15 @@ class Event(enum.StrEnum):
     RATE_LIMITED = "rate-limited"  # delayed by its actor's rate limit (the job stays queued)
     SKIPPED = "skipped"  # dropped without running (a periodic run past its grace)
     TIMEOUT = "timeout"  # a soft or hard time limit was reached
+
+
+def noted(message: Any, attribute: str) -> Any:
+    """What a middleware noted on this delivery (an attribute of its MessageProxy), or None.
+
+    Read from the proxy's own ``__dict__``: a missing attribute would otherwise go through the proxy's
+    ``__getattr__`` and an AttributeError, several times per message.
+    """
+    return getattr(message, "__dict__", {}).get(attribute)
 
 
 #: Attribute on a MessageProxy where middleware leave what they decided about the current attempt.

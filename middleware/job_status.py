@@ -16,7 +16,7 @@ from dramatiq.broker import Broker
 from dramatiq.middleware import CurrentMessage, Middleware
 
 from middleware.cancel import JobCancelled, watcher_for
-from middleware.events import ABANDONED_ATTRIBUTE, SKIP_REASON_ATTRIBUTE, Event
+from middleware.events import ABANDONED_ATTRIBUTE, SKIP_REASON_ATTRIBUTE, Event, noted
 from settings import settings
 from storage.models import STATE_RANK, JobState
 
@@ -59,10 +59,6 @@ EVENT_STATE = {
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def from_millis(millis: float) -> datetime:
-    return datetime.fromtimestamp(millis / 1000, UTC)
 
 
 def truncate(text: str | None, limit: int) -> str | None:
@@ -156,7 +152,13 @@ class JobWriter:
         migrate()
         engine = get_engine()
         sqlite = is_sqlite(str(engine.url))
-        params = [{column: _db_value(row.get(column), sqlite) for column in _COLUMNS} for row in rows]
+        params = []
+        for row in rows:
+            values = [row.get(column) for column in _COLUMNS]
+            for index in _TIME_INDEXES:
+                if values[index] is not None:
+                    values[index] = _db_time(values[index], sqlite)
+            params.append(tuple(values))
         with engine.begin() as connection:
             connection.exec_driver_sql(_UPSERT_SQLITE if sqlite else _UPSERT_POSTGRES, params)  # type: ignore[arg-type]
 
@@ -168,21 +170,25 @@ def _encode_row(row: dict[str, Any]) -> str:
 def _decode_row(text: bytes | str) -> dict[str, Any]:
     row = json.loads(text)
     for column in _TIME_COLUMNS:
-        if row.get(column):
+        if isinstance(row.get(column), str):
             row[column] = datetime.fromisoformat(row[column])
     return dict(row)
 
 
+def _timestamp(value: Any) -> float:
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
 def persist_with_ack(message: Any, pipe: Any) -> None:
     """Ack hook: store the attempt's outcome row in the same round trip as the acknowledgement."""
-    row = getattr(message, OUTCOME_ATTRIBUTE, None)
+    row = noted(message, OUTCOME_ATTRIBUTE)
     if row is not None:
         pipe.hset(FINISHED_KEY, message.message_id, _encode_row(row))
 
 
 def adopt_orphans(client: Any, min_age: float = ORPHAN_AGE) -> int:
     """Write outcome rows that a dead worker acknowledged but never flushed; returns how many."""
-    cutoff = utcnow().timestamp() - min_age
+    cutoff = time.time() - min_age
     orphans = []
     for message_id, raw in client.hgetall(FINISHED_KEY).items():
         try:
@@ -191,7 +197,7 @@ def adopt_orphans(client: Any, min_age: float = ORPHAN_AGE) -> int:
             client.hdel(FINISHED_KEY, message_id)
             continue
         updated = row.get("updated_at")
-        if updated is None or updated.timestamp() < cutoff:
+        if updated is None or _timestamp(updated) < cutoff:
             orphans.append((message_id, row))
     if orphans:
         writer._write([row for _, row in orphans])
@@ -200,12 +206,14 @@ def adopt_orphans(client: Any, min_age: float = ORPHAN_AGE) -> int:
     return len(orphans)
 
 
-def _db_value(value: Any, sqlite: bool) -> Any:
-    # Raw statements skip SQLAlchemy's type processing (the hot path of this writer), so times are
-    # written here the way SQLAlchemy writes them for SQLite: naive UTC text.
-    if sqlite and isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
+def _db_time(value: Any, sqlite: bool) -> Any:
+    """A row's time (epoch seconds, as the hooks record them, or a datetime) as the database takes it.
+
+    Raw statements skip SQLAlchemy's type processing (the hot path of this writer), so for SQLite the
+    time is written the way SQLAlchemy writes it there: naive UTC text.
+    """
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else moment
 
 
 def _upsert_sql(placeholder: str) -> str:
@@ -231,15 +239,16 @@ def _upsert_sql(placeholder: str) -> str:
             sets.append(
                 f"{column} = CASE WHEN {newer} THEN COALESCE(excluded.{column}, jobs.{column}) ELSE jobs.{column} END"
             )
-    values = ", ".join(placeholder.format(column) for column in _COLUMNS)
+    values = ", ".join(placeholder for _ in _COLUMNS)
     return (
         f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({values}) ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}"
     )
 
 
 _CLEARED_BY_NEW_ATTEMPT = ("error_type", "error_message", "traceback", "finished_at", "result")
-_UPSERT_SQLITE = _upsert_sql(":{}")
-_UPSERT_POSTGRES = _upsert_sql("%({})s")
+_UPSERT_SQLITE = _upsert_sql("?")
+_UPSERT_POSTGRES = _upsert_sql("%s")
+_TIME_INDEXES = tuple(_COLUMNS.index(column) for column in _TIME_COLUMNS)
 
 
 def _merge(current: dict[str, Any], newer: dict[str, Any]) -> None:
@@ -261,6 +270,9 @@ def _merge(current: dict[str, Any], newer: dict[str, Any]) -> None:
 
 writer = JobWriter(interval=settings.job_flush_interval / 1000)
 atexit.register(lambda: writer.flush_pending())
+
+
+_RUNNING_RANK = STATE_RANK[JobState.RUNNING]
 
 
 def _seq(attempt: int, state: JobState) -> int:
@@ -357,24 +369,25 @@ class JobStatus(Middleware):
                 "actor": message.actor_name,
                 "queue": message.queue_name.removesuffix(".DQ"),
                 "args": describe_arguments(message.args, message.kwargs),
-                "enqueued_at": from_millis(message.message_timestamp),
+                "enqueued_at": message.message_timestamp / 1000,
                 "parent_id": message.options.get("parent_id"),
                 "attempts": 0,
-                "updated_at": utcnow(),
+                "updated_at": time.time(),
             }
         )
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        attempt = int(message.options.get("retries", 0)) + 1
-        now = utcnow()
+        attempt = message.options.get("retries", 0) + 1
+        now = time.time()
+        # Times are epoch seconds here and become datetimes in the writer thread, off the hot path.
         writer.record(
             {
                 "id": message.message_id,
-                "seq": _seq(attempt, JobState.RUNNING),
-                "state": JobState.RUNNING.value,
+                "seq": attempt * 10 + _RUNNING_RANK,
+                "state": "running",
                 "actor": message.actor_name,
                 "queue": message.queue_name,
-                "enqueued_at": from_millis(message.message_timestamp),
+                "enqueued_at": message.message_timestamp / 1000,
                 "parent_id": message.options.get("parent_id"),
                 "attempts": attempt,
                 "started_at": now,
@@ -386,13 +399,13 @@ class JobStatus(Middleware):
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        if getattr(message, ABANDONED_ATTRIBUTE, False):
+        if noted(message, ABANDONED_ATTRIBUTE):
             return
         from middleware.retries import decide
 
         decision = decide(broker, message, exception)
         state = EVENT_STATE[decision.event]
-        now = utcnow()
+        now = time.time()
         row: dict[str, Any] = {
             "id": message.message_id,
             "seq": _seq(decision.attempt, state),
@@ -418,15 +431,16 @@ class JobStatus(Middleware):
 
     @staticmethod
     def _record_outcome(message: Any, row: dict[str, Any]) -> None:
+        row["durable"] = True
         setattr(message, OUTCOME_ATTRIBUTE, row)
-        writer.record({**row, "durable": True})
+        writer.record(row)
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
-        reason = getattr(message, SKIP_REASON_ATTRIBUTE, None)
+        reason = noted(message, SKIP_REASON_ATTRIBUTE)
         if reason not in (Event.CANCELLED, Event.SKIPPED):
             return
         attempt = int(message.options.get("retries", 0)) + 1
-        now = utcnow()
+        now = time.time()
         self._record_outcome(
             message,
             {

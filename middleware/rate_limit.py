@@ -52,6 +52,7 @@ class RateLimit(Middleware):
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.backend = RedisBackend(client=client) if client is not None else None
         self.limiters: dict[tuple[str, str], tuple[WindowRateLimiter, int, int]] = {}
+        self.rates: dict[str, str] = {}
 
     @property
     def actor_options(self) -> set[str]:
@@ -65,6 +66,7 @@ class RateLimit(Middleware):
             except InvalidArgument as error:
                 # Fail where the actor is declared, not at its first message.
                 raise InvalidRateLimit(f"actor {actor.actor_name!r}: {error}") from None
+            self.rates[actor.actor_name] = rate
 
     def _limiter(self, actor_name: str, rate: str) -> tuple[WindowRateLimiter, int, int]:
         key = (actor_name, rate)
@@ -82,9 +84,7 @@ class RateLimit(Middleware):
     def before_process_message(self, broker: Broker, message: Any) -> None:
         if self.backend is None:
             return
-        from middleware.retries import option
-
-        rate = option(broker, message, "rate_limit", None)
+        rate = message.options.get("rate_limit") or self.rates.get(message.actor_name)
         if not rate:
             return
         limiter, limit, window = self._limiter(message.actor_name, rate)

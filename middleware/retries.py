@@ -5,21 +5,19 @@ from __future__ import annotations
 import logging
 import random
 import traceback
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dramatiq import Retry
 from dramatiq.broker import Broker
 from dramatiq.middleware import Middleware
 
 from middleware.cancel import JobCancelled
-from middleware.events import ABANDONED_ATTRIBUTE, DECISION_ATTRIBUTE, Event
+from middleware.events import ABANDONED_ATTRIBUTE, DECISION_ATTRIBUTE, Event, noted
 from processing.errors import PermanentError
 from settings import settings
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """What follows an attempt. ``delay`` (ms) is set for a retry."""
 
     event: Event
@@ -46,7 +44,7 @@ def backoff(retries: int, *, min_backoff: int, max_backoff: int, jitter: float =
 
 def decide(broker: Broker, message: Any, exception: BaseException | None) -> Decision:
     """Decide, once per attempt, what follows it. Every middleware reads the same decision."""
-    cached = getattr(message, DECISION_ATTRIBUTE, None)
+    cached = noted(message, DECISION_ATTRIBUTE)
     if cached is not None:
         return cached
     retries = int(message.options.get("retries", 0))
@@ -104,7 +102,7 @@ class Retries(Middleware):
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        if exception is None or getattr(message, ABANDONED_ATTRIBUTE, False):
+        if exception is None or noted(message, ABANDONED_ATTRIBUTE):
             return
         decision = decide(broker, message, exception)
         if decision.event is Event.RETRYING:

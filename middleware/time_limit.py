@@ -96,6 +96,7 @@ class TimeLimit(Middleware):
         self.worker: Any = None
         self.broker: Broker | None = None
         self.monitor: threading.Thread | None = None
+        self.limits: dict[str, tuple[int | None, int | None]] = {}
 
     @property
     def actor_options(self) -> set[str]:
@@ -110,11 +111,19 @@ class TimeLimit(Middleware):
             self.monitor = threading.Thread(target=self._watch, name="time-limit", daemon=True)
             self.monitor.start()
 
-    def before_process_message(self, broker: Broker, message: Any) -> None:
-        from middleware.retries import option
+    def after_declare_actor(self, broker: Broker, actor: Any) -> None:
+        # Resolved once per actor: this runs before every message.
+        self.limits[actor.actor_name] = (
+            actor.options.get("soft_time_limit", settings.soft_time_limit),
+            actor.options.get("time_limit", settings.hard_time_limit),
+        )
 
-        soft = option(broker, message, "soft_time_limit", settings.soft_time_limit)
-        hard = option(broker, message, "time_limit", settings.hard_time_limit)
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        default_soft, default_hard = self.limits.get(
+            message.actor_name, (settings.soft_time_limit, settings.hard_time_limit)
+        )
+        soft = message.options.get("soft_time_limit", default_soft)
+        hard = message.options.get("time_limit", default_hard)
         now = time.monotonic()
         thread = threading.current_thread()
         with self.lock:

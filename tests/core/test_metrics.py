@@ -6,7 +6,7 @@ import re
 import urllib.request
 import uuid
 
-from tests.support import wait_for_job
+from tests.support import wait_for_job, wait_until
 
 
 def _scrape(port: int) -> str:
@@ -42,8 +42,13 @@ def test_metrics_count_messages_by_outcome_and_show_queue_depth(worker, broker):
         for message in ok + bad:
             wait_for_job(message.message_id)
 
-        # When the metrics are scraped over HTTP
-        text = _scrape(port)
+        # When the metrics are scraped over HTTP (workers write them in half-second batches)
+        def moved() -> str | None:
+            text = _scrape(port)
+            done = _value(text, "dramatiq_messages_total", actor_name="counts", outcome="succeeded") - base_ok
+            return text if done >= 25 else None
+
+        text = wait_until(moved, timeout=10, interval=0.2)
 
         # Then the counters moved by exactly those numbers
         assert _value(text, "dramatiq_messages_total", actor_name="counts", outcome="succeeded") - base_ok == 25
