@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     delete,
     func,
+    insert,
     select,
     update,
 )
@@ -50,7 +52,7 @@ class Document(Base):
     # As given by the caller: relative to the storage root, or absolute inside it.
     path: Mapped[str] = mapped_column(String(1000))
     kind: Mapped[str | None] = mapped_column(String(20))
-    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     encoding: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(20), index=True)
     # The step running now (extract, ocr, chunk, embed), or the one that failed.
@@ -107,9 +109,7 @@ class DocumentChunk(Base):
 class DocumentEmbedding(Base):
     __tablename__ = "document_embeddings"
 
-    chunk_id: Mapped[int] = mapped_column(
-        ForeignKey("document_chunks.id", ondelete="CASCADE"), primary_key=True
-    )
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("document_chunks.id", ondelete="CASCADE"), primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
     model: Mapped[str] = mapped_column(String(200), index=True)
     dimensions: Mapped[int] = mapped_column(Integer)
@@ -158,9 +158,7 @@ def set_status(document_id: int, status: DocumentStatus, *, step: str | None = N
 
 
 def mark_failed(document_id: int, step: str, reason: str) -> None:
-    update_document(
-        document_id, status=DocumentStatus.FAILED.value, step=step, failed_step=step, error=reason[:4000]
-    )
+    update_document(document_id, status=DocumentStatus.FAILED.value, step=step, failed_step=step, error=reason[:4000])
 
 
 def restart(document_id: int, message_id: str | None) -> None:
@@ -208,23 +206,34 @@ class ImageRow:
     height: int
 
 
-def replace_pages(
-    document_id: int, pages: Sequence[PageRow], images: Sequence[ImageRow], **values: Any
-) -> None:
+def replace_pages(document_id: int, pages: Sequence[PageRow], images: Sequence[ImageRow], **values: Any) -> None:
     """Store the pages and images of a document in one transaction, replacing earlier ones."""
     with session_scope() as session:
         for model in (DocumentEmbedding, DocumentChunk, DocumentImage, DocumentPage):
             session.execute(delete(model).where(model.document_id == document_id))
-        session.add_all(
-            DocumentPage(
-                document_id=document_id, number=p.number, text=p.text, needs_ocr=p.needs_ocr, ocr=p.ocr
+        # Core bulk inserts: one statement for all rows rather than one ORM object per page.
+        if pages:
+            session.execute(
+                insert(DocumentPage),
+                [
+                    {
+                        "document_id": document_id,
+                        "number": p.number,
+                        "text": p.text,
+                        "needs_ocr": p.needs_ocr,
+                        "ocr": p.ocr,
+                    }
+                    for p in pages
+                ],
             )
-            for p in pages
-        )
-        session.add_all(
-            DocumentImage(document_id=document_id, page=i.page, path=i.path, width=i.width, height=i.height)
-            for i in images
-        )
+        if images:
+            session.execute(
+                insert(DocumentImage),
+                [
+                    {"document_id": document_id, "page": i.page, "path": i.path, "width": i.width, "height": i.height}
+                    for i in images
+                ],
+            )
         session.execute(
             update(Document)
             .where(Document.id == document_id)
@@ -296,21 +305,20 @@ def replace_chunks(document_id: int, chunks: Iterable[ChunkRow]) -> int:
         session.execute(delete(DocumentEmbedding).where(DocumentEmbedding.document_id == document_id))
         session.execute(delete(DocumentChunk).where(DocumentChunk.document_id == document_id))
         rows = [
-            DocumentChunk(
-                document_id=document_id,
-                position=c.position,
-                page=c.page,
-                char_start=c.char_start,
-                char_end=c.char_end,
-                text=c.text,
-            )
+            {
+                "document_id": document_id,
+                "position": c.position,
+                "page": c.page,
+                "char_start": c.char_start,
+                "char_end": c.char_end,
+                "text": c.text,
+            }
             for c in chunks
         ]
-        session.add_all(rows)
+        if rows:
+            session.execute(insert(DocumentChunk), rows)
         session.execute(
-            update(Document)
-            .where(Document.id == document_id)
-            .values(chunk_count=len(rows), updated_at=utcnow())
+            update(Document).where(Document.id == document_id).values(chunk_count=len(rows), updated_at=utcnow())
         )
         return len(rows)
 
@@ -319,9 +327,7 @@ def chunks_of(document_id: int) -> list[tuple[int, ChunkRow]]:
     """``(chunk id, chunk)`` pairs of a document, in order."""
     with session_scope() as session:
         rows = session.scalars(
-            select(DocumentChunk)
-            .where(DocumentChunk.document_id == document_id)
-            .order_by(DocumentChunk.position)
+            select(DocumentChunk).where(DocumentChunk.document_id == document_id).order_by(DocumentChunk.position)
         )
         return [(r.id, ChunkRow(r.position, r.text, r.char_start, r.char_end, r.page)) for r in rows]
 
@@ -343,16 +349,18 @@ def replace_embeddings(document_id: int, model: str, vectors: Sequence[tuple[int
     """Store one vector per chunk id, replacing the document's earlier embeddings."""
     with session_scope() as session:
         session.execute(delete(DocumentEmbedding).where(DocumentEmbedding.document_id == document_id))
-        session.add_all(
-            DocumentEmbedding(
-                chunk_id=chunk_id,
-                document_id=document_id,
-                model=model,
-                dimensions=len(vector),
-                vector=vector_bytes(vector),
-            )
+        rows = [
+            {
+                "chunk_id": chunk_id,
+                "document_id": document_id,
+                "model": model,
+                "dimensions": len(vector),
+                "vector": vector_bytes(vector),
+            }
             for chunk_id, vector in vectors
-        )
+        ]
+        if rows:
+            session.execute(insert(DocumentEmbedding), rows)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,7 @@ depends_on = "core_0001"
 
 
 def _document_id() -> sa.Column:
-    return sa.Column(
-        "document_id", sa.Integer, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False
-    )
+    return sa.Column("document_id", sa.Integer, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False)
 
 
 def upgrade() -> None:
@@ -30,7 +28,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("path", sa.String(1000), nullable=False),
         sa.Column("kind", sa.String(20)),
-        sa.Column("size_bytes", sa.Integer),
+        sa.Column("size_bytes", sa.BigInteger),
         sa.Column("encoding", sa.String(40)),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("step", sa.String(20)),
@@ -50,9 +48,7 @@ def upgrade() -> None:
     op.create_table(
         "document_pages",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column(
-            "document_id", sa.Integer, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("document_id", sa.Integer, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
         sa.Column("number", sa.Integer, nullable=False),
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("needs_ocr", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -63,9 +59,7 @@ def upgrade() -> None:
     op.create_table(
         "document_images",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column(
-            "document_id", sa.Integer, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("document_id", sa.Integer, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
         sa.Column("page", sa.Integer, nullable=False),
         sa.Column("path", sa.String(1000), nullable=False),
         sa.Column("width", sa.Integer, nullable=False),
@@ -75,9 +69,7 @@ def upgrade() -> None:
     op.create_table(
         "document_chunks",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column(
-            "document_id", sa.Integer, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("document_id", sa.Integer, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
         sa.Column("position", sa.Integer, nullable=False),
         sa.Column("page", sa.Integer, nullable=False),
         sa.Column("char_start", sa.Integer, nullable=False),
@@ -94,9 +86,7 @@ def upgrade() -> None:
             sa.ForeignKey("document_chunks.id", ondelete="CASCADE"),
             primary_key=True,
         ),
-        sa.Column(
-            "document_id", sa.Integer, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("document_id", sa.Integer, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
         sa.Column("model", sa.String(200), nullable=False),
         sa.Column("dimensions", sa.Integer, nullable=False),
         sa.Column("vector", sa.LargeBinary, nullable=False),
