@@ -252,16 +252,34 @@ class PlatformRedisBroker(RedisBroker):
 
         return do_dispatch
 
+    def run_pipelined(self, command: str, queue_name: str, *args: Any, extra: Callable[[Any], None]) -> None:
+        """Run a dispatch command and what ``extra`` adds to the pipeline, in one round trip.
+
+        The script goes as a plain EVALSHA: redis-py's pipelined scripts ask SCRIPT EXISTS first, a
+        second round trip on every call. A server that lost its scripts (a restart) gets it loaded again.
+        """
+        script = self.scripts["dispatch"]
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, 1, self.namespace, *self._dispatch_args(command, queue_name, *args))
+            extra(pipe)
+            try:
+                pipe.execute()
+                return
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                script.sha = self.client.script_load(script.script)
+
     def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
         key = notify_key(queue_name)
-        pipe = self.client.pipeline(transaction=False)
-        self.scripts["dispatch"](
-            keys=[self.namespace], args=self._dispatch_args("enqueue", queue_name, message_id, data), client=pipe
-        )
-        # One pending token is enough to wake a consumer, which then fetches a whole batch.
-        pipe.lpush(key, 1)
-        pipe.ltrim(key, 0, 0)
-        pipe.execute()
+
+        def wake(pipe: Any) -> None:
+            # One pending token is enough to wake a consumer, which then fetches a whole batch.
+            pipe.lpush(key, 1)
+            pipe.ltrim(key, 0, 0)
+
+        self.run_pipelined("enqueue", queue_name, message_id, data, extra=wake)
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat_thread is not None and self._heartbeat_thread.is_alive():
@@ -305,14 +323,14 @@ class _WakeableConsumer(_RedisConsumer):
     def _settle(self, command: str, message: Any) -> None:
         """Ack or nack in one pipeline with whatever the broker's ack hooks add."""
         broker = self.broker
-        try:
-            pipe = broker.client.pipeline(transaction=False)
-            # The current queue may differ from message.queue_name when the message was delayed.
-            args = broker._dispatch_args(command, self.queue_name, message.options["redis_message_id"])
-            broker.scripts["dispatch"](keys=[broker.namespace], args=args, client=pipe)
+
+        def hooks(pipe: Any) -> None:
             for hook in broker.ack_hooks:
                 hook(message, pipe)
-            pipe.execute()
+
+        try:
+            # The current queue may differ from message.queue_name when the message was delayed.
+            broker.run_pipelined(command, self.queue_name, message.options["redis_message_id"], extra=hooks)
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None
         finally:

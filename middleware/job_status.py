@@ -90,7 +90,6 @@ class JobWriter:
         self.wakeup = threading.Event()
         self.flushed = threading.Condition()
         self.thread: threading.Thread | None = None
-        self.pid = os.getpid()
         self.redis: Any = None
         self.last_adoption = 0.0
 
@@ -101,13 +100,21 @@ class JobWriter:
                 self.pending[row["id"]] = row
             else:
                 _merge(current, row)
-        self._ensure_thread()
+        if self.thread is None:
+            self._ensure_thread()
 
     def _ensure_thread(self) -> None:
-        if self.thread is None or not self.thread.is_alive() or self.pid != os.getpid():
-            self.pid = os.getpid()
-            self.thread = threading.Thread(target=self._run, name="job-writer", daemon=True)
-            self.thread.start()
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._run, name="job-writer", daemon=True)
+                    self.thread.start()
+                    # A forked child (a worker process) starts its own writer on its first record.
+                    os.register_at_fork(after_in_child=self._forget_thread)
+
+    def _forget_thread(self) -> None:
+        self.thread = None
+        self.lock = threading.Lock()
 
     def _run(self) -> None:
         while True:

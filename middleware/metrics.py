@@ -79,7 +79,6 @@ class _Batch:
         self.deltas: dict[Any, float] = {}
         self.observations: dict[Any, list[float]] = {}
         self.thread: threading.Thread | None = None
-        self.pid = os.getpid()
 
     def inc(self, child: Any, amount: float = 1.0) -> None:
         with self.lock:
@@ -96,10 +95,18 @@ class _Batch:
                 values.append(value)
 
     def _ensure_thread(self) -> None:
-        if self.thread is None or self.pid != os.getpid():
-            self.pid = os.getpid()
-            self.thread = threading.Thread(target=self._run, name="metrics-batch", daemon=True)
-            self.thread.start()
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._run, name="metrics-batch", daemon=True)
+                    self.thread.start()
+                    # A forked child has no copy of this thread (nor a use for the parent's sums).
+                    os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self.thread = None
+        self.lock = threading.Lock()
+        self.deltas, self.observations = {}, {}
 
     def _run(self) -> None:
         while True:
