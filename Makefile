@@ -34,7 +34,7 @@ demo: setup
 	$(BIN)/python -m cli demo
 
 worker: setup
-	$(BIN)/dramatiq actors
+	$(BIN)/dramatiq actors -p $${WORKER_PROCESSES:-2} -t $${WORKER_THREADS:-8}
 
 scheduler: setup
 	$(BIN)/python scheduler.py

@@ -425,6 +425,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nsent {len(job_ids)} jobs; following them (Ctrl-C stops everything)\n")
         code = _watch(job_ids, timeout=args.timeout)
         print(f"\nmetrics: http://{settings.metrics_host}:{settings.metrics_port}/metrics")
+        if args.linger or (args.linger is None and sys.stdin.isatty()):
+            print("the worker and the scheduler keep running; try `python -m cli jobs` in another terminal")
+            print("Ctrl-C stops everything")
+            while all(process.poll() is None for process in processes):
+                time.sleep(0.5)
         return code
     except KeyboardInterrupt:
         print("\ninterrupted")
@@ -513,6 +518,8 @@ def _watch(job_ids: list[str], *, timeout: float) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from settings import settings
+
     parser = argparse.ArgumentParser(prog="python -m cli", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -558,9 +565,15 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.set_defaults(handler=cmd_cancel)
 
     demo = commands.add_parser("demo", help="run a worker and the scheduler and send a demo batch")
-    demo.add_argument("--processes", type=int, default=1)
-    demo.add_argument("--threads", type=int, default=4)
+    demo.add_argument("--processes", type=int, default=settings.worker_processes)
+    demo.add_argument("--threads", type=int, default=settings.worker_threads)
     demo.add_argument("--timeout", type=float, default=600)
+    demo.add_argument(
+        "--linger",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the worker and scheduler running after the summary (default: when run in a terminal)",
+    )
     demo.set_defaults(handler=cmd_demo)
 
     for module in _domain_modules():
