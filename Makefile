@@ -56,7 +56,7 @@ test-sqlite: setup
 # The same suite against PostgreSQL when one answers on 127.0.0.1:5432.
 test-postgres: setup
 	@if $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
-		TEST_DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest tests/core tests/documents tests/market tests/scheduler; \
+		TEST_DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest; \
 	else \
 		echo "no PostgreSQL on 127.0.0.1:5432: skipping the PostgreSQL run"; \
 	fi
