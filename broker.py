@@ -422,6 +422,7 @@ def middleware_stack(redis_client: redis.Redis | None) -> list[Middleware]:
     from middleware.rate_limit import RateLimit
     from middleware.retries import Retries
     from middleware.time_limit import TimeLimit
+    from middleware.urgent import UrgentFirst
 
     stack: list[Middleware] = [CurrentMessage(), Metrics() if settings.metrics_enabled else MetricsOff()]
     stack += [
@@ -434,6 +435,7 @@ def middleware_stack(redis_client: redis.Redis | None) -> list[Middleware]:
         Retries(),
         Callbacks(),
         Pipelines(),
+        UrgentFirst(),
     ]
     if redis_client is not None:
         stack.append(GroupCallbacks(RateLimiterBackend(client=redis_client)))

@@ -91,6 +91,11 @@ def counts(key: str, member: str) -> str:
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def records_order(key: str, label: str) -> None:
+    _redis().rpush(key, label)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def slow_counts(key: str, member: str, seconds: float) -> str:
     time.sleep(seconds)
     _redis().sadd(key, member)

@@ -175,3 +175,32 @@ def test_an_urgent_message_goes_through_the_priority_queue(worker):
     row = wait_for_job(message.message_id)
     assert row.state == "succeeded"
     assert row.queue == "priority"
+
+
+def test_an_urgent_message_runs_before_messages_a_busy_worker_already_holds(broker, redis_client):
+    import dramatiq
+
+    from pipelines import send_urgent
+    from tests.conftest import stop_worker
+    from tests.core.sample_actors import records_order, slow_counts
+
+    key = f"test:{uuid.uuid4().hex}"
+    broker.flush_all()
+    # Given a one-thread worker busy with a slow job, and ordinary messages waiting behind it
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        blocker = slow_counts.send(f"{key}:blocker", "x", 1.0)
+        wait_for_job(blocker.message_id, states=frozenset({"running"}))
+        ordinary = [records_order.send(key, f"ordinary-{index}") for index in range(4)]
+        time.sleep(0.2)
+        # When an urgent message arrives
+        urgent = send_urgent(records_order, key, "urgent")
+
+        # Then it runs as soon as the thread is free, before the ordinary ones that were waiting
+        for message in [*ordinary, urgent]:
+            wait_for_job(message.message_id)
+    finally:
+        stop_worker(broker, worker)
+    order = [value.decode() for value in redis_client.lrange(key, 0, -1)]
+    assert order[0] == "urgent", order
