@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,63 @@ def _final_outcome(error: BaseException) -> str | None:
     return None if decision.event is Event.RETRYING else decision.event.value
 
 
+#: Outcomes of a run's assets are gathered in a Redis hash (asset id → outcome) under this prefix and
+#: written to ``market_run_items`` in bulk when the hash holds every asset.
+RUN_ITEMS_KEY = "market:run-items:"
+#: How long an unfinished run's gathered outcomes are kept in Redis (seconds).
+RUN_ITEMS_TTL = 7 * 24 * 3600
+
+
+def _log_closed(run: store.RunInfo | None) -> None:
+    if run is not None and run.finished:
+        logger.info(
+            "Market run %d (%s) ended %s: %d of %d assets succeeded.",
+            run.id,
+            run.kind,
+            run.outcome,
+            run.succeeded,
+            run.total,
+        )
+
+
+def _record(run_id: int, asset_id: int, outcome: str, error: str | None = None) -> None:
+    """Record how one asset of a run ended; the asset that completes the run closes it.
+
+    With Redis at hand, the outcome goes into the run's hash in Redis (one round trip), and only a job
+    that finds every asset in the hash writes the outcomes to the database, in one transaction, and
+    closes the run. An asset recorded again (a redelivered job) replaces its outcome in the hash; once
+    the hash is complete, every such call writes the outcomes again, so a closed run follows the change
+    and a close whose transaction failed is made by the job's retry. Without Redis every outcome is
+    written to the database as it comes.
+    """
+    from broker import redis_client_for
+
+    client = redis_client_for(dramatiq.get_broker())
+    opened = store.run_size(run_id)
+    if opened is None:
+        return
+    started_at, total = opened
+    # The start time tells this run from an earlier one with the same id (rows deleted, a new database).
+    key = f"{RUN_ITEMS_KEY}{run_id}:{started_at.timestamp():.6f}"
+    if client is None:
+        _log_closed(store.record_run_item(run_id, asset_id, outcome, error))
+        return
+    entry = json.dumps([outcome, error, store.utcnow().isoformat()])
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(key, str(asset_id), entry)
+    pipe.hlen(key)
+    pipe.expire(key, RUN_ITEMS_TTL)
+    _, gathered, _ = pipe.execute()
+    if gathered >= total:
+        # Every asset is in: write them all (again, after a redelivery or a failed close; the rows are
+        # upserted, so writing twice changes nothing but the outcomes that changed).
+        items = [
+            (int(a), o, e, datetime.fromisoformat(at))
+            for a, (o, e, at) in ((a, json.loads(v)) for a, v in client.hgetall(key).items())
+        ]
+        _log_closed(store.record_run_items(run_id, items))
+
+
 @contextlib.contextmanager
 def _run_item(run_id: int | None, asset_id: int, *, last_step: bool) -> Iterator[None]:
     """Record the asset's outcome in its run: on success of the run's last step, or on a final failure."""
@@ -80,20 +138,11 @@ def _run_item(run_id: int | None, asset_id: int, *, last_step: bool) -> Iterator
         if run_id is not None:
             outcome = _final_outcome(error)
             if outcome is not None:
-                store.record_run_item(run_id, asset_id, outcome, f"{type(error).__name__}: {error}"[:2000])
+                _record(run_id, asset_id, outcome, f"{type(error).__name__}: {error}"[:2000])
         raise
     else:
         if run_id is not None and last_step:
-            run = store.record_run_item(run_id, asset_id, "succeeded")
-            if run is not None and run.finished:
-                logger.info(
-                    "Market run %d (%s) ended %s: %d of %d assets succeeded.",
-                    run.id,
-                    run.kind,
-                    run.outcome,
-                    run.succeeded,
-                    run.total,
-                )
+            _record(run_id, asset_id, "succeeded")
 
 
 def _step_message(
@@ -233,9 +282,10 @@ def compute_indicators(
         return start_run("indicators", ("indicators",), lookback_days=lookback_days)
     _check_lookback(lookback_days)
     with _run_item(run_id, asset_id, last_step=last_step):
-        _asset(asset_id)
         params = IndicatorParams()
         bars = store.load_bars(asset_id, TIMEFRAME, limit=params.history_needed(lookback_days))
+        if not len(bars):
+            _asset(asset_id)  # no bars: say so when there is no such asset either
         values = indicators_of(bars, params).iloc[-lookback_days:]
         rows = store.upsert_indicators(asset_id, TIMEFRAME, values)
         return {"asset_id": asset_id, "bars_read": len(bars), "rows": rows}
@@ -255,13 +305,14 @@ def compute_signals(asset_id: int | None = None, run_id: int | None = None, last
     expiry ``signal_expiry_hours`` from now; crossings on older bars are kept as history, inactive.
     ``signals`` in the result counts new signals only, so a re-run reports 0.
     """
-    from processing.signals import evaluate_signals
+    from processing.signals import evaluate_signals, indicator_columns
 
     if asset_id is None:
         return start_run("signals", ("signals",))
     with _run_item(run_id, asset_id, last_step=last_step):
-        _asset(asset_id)
-        frame = store.load_indicators(asset_id, TIMEFRAME, limit=SIGNAL_WINDOW)
+        frame = store.load_indicators(asset_id, TIMEFRAME, limit=SIGNAL_WINDOW, columns=indicator_columns())
+        if not len(frame):
+            _asset(asset_id)  # nothing stored: say so when there is no such asset either
         found = evaluate_signals(frame) if len(frame) else []
         now = store.utcnow()
         expiry = timedelta(hours=settings.signal_expiry_hours)

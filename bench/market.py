@@ -12,6 +12,10 @@ the warm-up), then the signal rules over the last ``lookback`` rows.
 - workers: ``refresh_assets`` fans out one pipeline per asset (indicators → signals) as a group to
   ``dramatiq actors -Q market`` worker processes, which read the bars from the database, compute, and
   upsert indicator rows and signals in bulk; the time runs from the send until the run is closed.
+  One process per CPU (the cores the plain loop runs on, no more) with 2 threads each by default.
+
+Besides the wall times, each step prints the CPU seconds each path used: the plain loop's process, and
+every worker process together (from ``/proc``).
 
 With ``--repeat N`` each step runs both paths N times, alternating, and keeps the best time of each.
 The assets grow in steps (50, 100, 200, 500 by default); each step clears the indicator and signal
@@ -134,14 +138,32 @@ def worker_run(lookback: int, timeout: float = 3600) -> tuple[float, Any]:
     started = time.perf_counter()
     message = refresh_assets.send(lookback_days=lookback)
     deadline = time.monotonic() + timeout
+    run_id = None
     while True:
-        run_id = store.find_run_by_message(message.message_id)
+        if run_id is None:
+            run_id = store.find_run_by_message(message.message_id)
         run = store.get_run(run_id) if run_id is not None else None
         if run is not None and run.finished:
             return time.perf_counter() - started, run
         if time.monotonic() > deadline:
             raise RuntimeError(f"the refresh did not finish within {timeout:g} s")
         time.sleep(0.02)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its descendants that are alive, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        one = pending.pop()
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{one}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def _wait_for_workers(processes: int, worker: subprocess.Popen[bytes], log: str) -> None:
@@ -170,7 +192,7 @@ def main() -> None:
     parser.add_argument("--lookback", type=int, default=100, help="bars whose indicators are stored (default 100)")
     parser.add_argument("--steps", default="50,100,200,500", help="asset counts to measure (default 50,100,200,500)")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2, help="worker processes (default: CPUs)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker process (default 4)")
+    parser.add_argument("--threads", type=int, default=2, help="threads per worker process (default 2)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each path per step; the best counts")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", ""))
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""))
@@ -206,12 +228,16 @@ def main() -> None:
                 # Warm-up, not counted: each worker process imports pandas and ta on its first job.
                 worker_run(args.lookback)
                 print(f"stored the bars and warmed the workers up in {time.perf_counter() - loaded:.1f} s")
-            plain_s = worker_s = float("inf")
+            plain_s = worker_s = plain_cpu = worker_cpu = float("inf")
             for _ in range(max(args.repeat, 1)):
                 # Alternate the two paths so that load from elsewhere on the machine hits both alike.
                 _clear_results()
+                cpu = time.process_time()
                 plain_once, plain_signals = plain_loop(frames[:count], args.lookback)
+                plain_cpu = min(plain_cpu, time.process_time() - cpu)
+                cpu = _cpu_seconds(worker.pid)
                 worker_once, run = worker_run(args.lookback)
+                worker_cpu = min(worker_cpu, _cpu_seconds(worker.pid) - cpu)
                 if run.outcome != "succeeded" or run.total != count:
                     raise RuntimeError(f"the worker run ended {run.outcome} ({run.succeeded}/{run.total}); see {log}")
                 plain_s, worker_s = min(plain_s, plain_once), min(worker_s, worker_once)
@@ -226,13 +252,16 @@ def main() -> None:
                     "plain_assets_per_s": count / plain_s,
                     "worker_assets_per_s": count / worker_s,
                     "ratio": worker_s / plain_s,
+                    "plain_cpu_s": plain_cpu,
+                    "worker_cpu_s": worker_cpu,
                     "signals_plain": plain_signals,
                     "signals_stored": stored_signals,
                 }
             )
             print(
                 f"  {count:>5} assets: plain {plain_s:7.2f} s   workers {worker_s:7.2f} s   "
-                f"ratio {worker_s / plain_s:5.2f}×   signals {plain_signals} / {stored_signals}"
+                f"ratio {worker_s / plain_s:5.2f}×   signals {plain_signals} / {stored_signals}   "
+                f"CPU: plain {plain_cpu:.2f} s, workers {worker_cpu:.2f} s"
             )
     finally:
         os.killpg(worker.pid, signal.SIGTERM)

@@ -216,22 +216,29 @@ def _sma_cross(
             )
 
 
+_COLUMNS_OF: dict[str, tuple[str, ...]] = {
+    "rsi": ("rsi",),
+    "macd": ("macd", "macd_signal"),
+    "bollinger": ("bb_upper", "bb_lower"),
+    "sma_cross": ("sma_medium", "sma_long"),
+}
+
+
+def indicator_columns(rules: SignalRules | None = None) -> tuple[str, ...]:
+    """The indicator columns the enabled rules read (besides close), in rule order."""
+    rules = rules or SignalRules()
+    return tuple(c for rule in RULES if rule in rules.enabled for c in _COLUMNS_OF[rule])
+
+
 def evaluate_signals(frame: pd.DataFrame, rules: SignalRules | None = None) -> list[Signal]:
     """Every signal in ``frame`` (oldest first), ordered by bar then rule.
 
     ``frame`` has a datetime index and the columns close plus the indicator columns the enabled rules
-    read (rsi; macd, macd_signal; bb_upper, bb_lower; sma_medium, sma_long). Empty cells are NaN.
+    read (``indicator_columns``: rsi; macd, macd_signal; bb_upper, bb_lower; sma_medium, sma_long).
+    Empty cells are NaN.
     """
     rules = rules or SignalRules()
-    needed = {"close"}
-    columns_of = {
-        "rsi": {"rsi"},
-        "macd": {"macd", "macd_signal"},
-        "bollinger": {"bb_upper", "bb_lower"},
-        "sma_cross": {"sma_medium", "sma_long"},
-    }
-    for rule in rules.enabled:
-        needed |= columns_of[rule]
+    needed = {"close", *indicator_columns(rules)}
     missing = sorted(needed - set(frame.columns))
     if missing:
         raise InvalidArgument(f"signal evaluation lacks column {', '.join(missing)}")

@@ -31,32 +31,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+# The market tables' indicator and price columns carry the names processing gives them.
+from processing.indicators import INDICATOR_COLUMNS, PRICE_COLUMNS
 from storage.db import Base, get_engine, session_scope
 
 if TYPE_CHECKING:
     import pandas as pd
-
-#: The indicator columns of ``market_indicator_values``, the same names as ``processing.indicators``.
-INDICATOR_COLUMNS: tuple[str, ...] = (
-    "rsi",
-    "macd",
-    "macd_signal",
-    "macd_hist",
-    "sma_short",
-    "sma_medium",
-    "sma_long",
-    "ema_fast",
-    "ema_slow",
-    "bb_upper",
-    "bb_middle",
-    "bb_lower",
-    "atr",
-    "stoch_k",
-    "stoch_d",
-)
-
-
-PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 
 class Asset(Base):
@@ -344,10 +324,26 @@ def _ts_column(column: Any, dialect: str) -> Any:
     return type_coerce(column, String()) if dialect == "sqlite" else column
 
 
+def _sqlite_rows(sql: str, params: tuple[Any, ...], limit: int | None, *, order: str = "ts") -> list[Any]:
+    """Rows of a read, newest ``order`` first, as plain tuples from the driver (no result objects).
+
+    Reading a few hundred rows this way takes about half the time of a SQLAlchemy query on SQLite;
+    timestamps come back as the stored text, which ``_frame`` parses in bulk.
+    """
+    statement = f"{sql}ORDER BY {order} DESC LIMIT ?"
+    with get_engine().connect() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        return list(driver.execute(statement, (*params, -1 if limit is None else limit)).fetchall())
+
+
 def load_bars(asset_id: int, timeframe: str = "1d", *, limit: int | None = None) -> pd.DataFrame:
     """The latest ``limit`` bars (all without a limit), oldest first, indexed by UTC timestamp."""
     table = PriceBarRow.__table__
     engine = get_engine()
+    if engine.dialect.name == "sqlite":
+        sql = f"SELECT ts, {', '.join(PRICE_COLUMNS)} FROM market_price_bars WHERE asset_id = ? AND timeframe = ? "
+        return _frame(_sqlite_rows(sql, (asset_id, timeframe), limit), PRICE_COLUMNS)
     query = (
         select(
             _ts_column(table.c.ts, engine.dialect.name),
@@ -404,6 +400,17 @@ def upsert_indicators(asset_id: int, timeframe: str, frame: pd.DataFrame) -> int
     matrix = frame.reindex(columns=list(INDICATOR_COLUMNS)).to_numpy(dtype="float64")
     # NaN is "not defined yet": stored as NULL, never as a number.
     cells: list[list[float | None]] = np.where(np.isnan(matrix), None, matrix).tolist()  # type: ignore[attr-defined]
+    engine = get_engine()
+    if engine.dialect.name == "sqlite":
+        # The driver's own bulk insert of plain tuples: the same rows, a fraction of the Python work.
+        computed_at = _sqlite_stamp(now)
+        params = [
+            (asset_id, timeframe, ts, *values, computed_at)
+            for ts, values in zip(_sqlite_stamps(frame.index), cells, strict=True)
+        ]
+        with engine.begin() as connection:
+            connection.exec_driver_sql(_SQLITE_INDICATOR_UPSERT, params)  # type: ignore[arg-type]
+        return len(params)
     rows = [
         {
             "asset_id": asset_id,
@@ -414,7 +421,6 @@ def upsert_indicators(asset_id: int, timeframe: str, frame: pd.DataFrame) -> int
         }
         for ts, values in zip(frame.index.to_pydatetime(), cells, strict=True)
     ]
-    engine = get_engine()
     statement = _indicator_upsert(engine.dialect.name)
     with engine.begin() as connection:
         for chunk in _chunks(rows, 2_000):
@@ -422,13 +428,49 @@ def upsert_indicators(asset_id: int, timeframe: str, frame: pd.DataFrame) -> int
     return len(rows)
 
 
-def load_indicators(asset_id: int, timeframe: str = "1d", *, limit: int | None = None) -> pd.DataFrame:
-    """Stored indicator rows with the bar's close, oldest first; NULL comes back as NaN."""
+def _sqlite_stamps(index: pd.DatetimeIndex) -> list[str]:
+    """UTC timestamps as SQLAlchemy stores ``DateTime`` on SQLite (``2024-01-02 00:00:00.000000``)."""
+    import numpy as np
+
+    utc = index.tz_convert("UTC").tz_localize(None) if index.tz is not None else index
+    text = np.datetime_as_string(utc.to_numpy(dtype="datetime64[us]"), unit="us")
+    return [t.replace("T", " ") for t in text.tolist()]
+
+
+_SQLITE_INDICATOR_UPSERT = (
+    f"INSERT INTO market_indicator_values (asset_id, timeframe, ts, {', '.join(INDICATOR_COLUMNS)}, computed_at) "
+    f"VALUES ({', '.join('?' for _ in range(len(INDICATOR_COLUMNS) + 4))}) "
+    "ON CONFLICT (asset_id, timeframe, ts) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*INDICATOR_COLUMNS, "computed_at"))
+)
+
+
+def load_indicators(
+    asset_id: int,
+    timeframe: str = "1d",
+    *,
+    limit: int | None = None,
+    columns: Sequence[str] = INDICATOR_COLUMNS,
+) -> pd.DataFrame:
+    """Stored indicator rows with the bar's close, oldest first; NULL comes back as NaN.
+
+    ``columns`` picks the indicators read (all by default).
+    """
+    unknown = sorted(set(columns) - set(INDICATOR_COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown indicator column {', '.join(unknown)}")
     ind = IndicatorRow.__table__
     bars = PriceBarRow.__table__
     engine = get_engine()
+    if engine.dialect.name == "sqlite":
+        sql = (
+            f"SELECT i.ts, b.close{''.join(f', i.{c}' for c in columns)} FROM market_indicator_values AS i "
+            "JOIN market_price_bars AS b ON b.asset_id = i.asset_id AND b.timeframe = i.timeframe AND b.ts = i.ts "
+            "WHERE i.asset_id = ? AND i.timeframe = ? "
+        )
+        return _frame(_sqlite_rows(sql, (asset_id, timeframe), limit, order="i.ts"), ("close", *columns))
     query = (
-        select(_ts_column(ind.c.ts, engine.dialect.name), bars.c.close, *[ind.c[c] for c in INDICATOR_COLUMNS])
+        select(_ts_column(ind.c.ts, engine.dialect.name), bars.c.close, *[ind.c[c] for c in columns])
         .join(
             bars,
             (bars.c.asset_id == ind.c.asset_id) & (bars.c.timeframe == ind.c.timeframe) & (bars.c.ts == ind.c.ts),
@@ -440,12 +482,25 @@ def load_indicators(asset_id: int, timeframe: str = "1d", *, limit: int | None =
         query = query.limit(limit)
     with engine.connect() as connection:
         rows = connection.execute(query).all()
-    return _frame(rows, ("close", *INDICATOR_COLUMNS))
+    return _frame(rows, ("close", *columns))
 
 
 # --------------------------------------------------------------------------------------------------
 # Signals
 # --------------------------------------------------------------------------------------------------
+
+
+_SIGNAL_COLUMNS = (*SIGNAL_KEY, "strength", "reason", "created_at", "expires_at", "active")
+_SQLITE_SIGNAL_INSERT = (
+    f"INSERT INTO market_signals ({', '.join(_SIGNAL_COLUMNS)}) VALUES ({', '.join('?' for _ in _SIGNAL_COLUMNS)}) "
+    f"ON CONFLICT ({', '.join(SIGNAL_KEY)}) DO NOTHING"
+)
+
+
+def _sqlite_stamp(value: datetime) -> str:
+    """A timestamp as SQLAlchemy stores ``DateTime`` on SQLite, in UTC."""
+    utc = value.astimezone(UTC) if value.tzinfo is not None else value
+    return utc.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _signal_insert(dialect: str) -> Any:
@@ -470,6 +525,26 @@ def insert_signals(rows: Sequence[Mapping[str, Any]]) -> int:
         return 0
     created = 0
     engine = get_engine()
+    if engine.dialect.name == "sqlite":
+        # The driver's own bulk insert of plain tuples; its row count is the rows the insert added.
+        params = [
+            (
+                row["asset_id"],
+                row["timeframe"],
+                _sqlite_stamp(row["ts"]),
+                row["rule"],
+                row["direction"],
+                row["strength"],
+                row["reason"],
+                _sqlite_stamp(row["created_at"]),
+                _sqlite_stamp(row["expires_at"]),
+                1 if row["active"] else 0,
+            )
+            for row in rows
+        ]
+        with engine.begin() as connection:
+            result = connection.exec_driver_sql(_SQLITE_SIGNAL_INSERT, params)  # type: ignore[arg-type]
+            return int(result.rowcount)
     statement = _signal_insert(engine.dialect.name)
     with engine.begin() as connection:
         for chunk in _chunks(rows, 1_000):
@@ -597,6 +672,14 @@ def get_run(run_id: int) -> RunInfo | None:
         return _run_info(run) if run else None
 
 
+def run_size(run_id: int) -> tuple[datetime, int] | None:
+    """When a run started and how many assets it covers, or None when it does not exist."""
+    runs = MarketRun.__table__
+    with get_engine().connect() as connection:
+        row = connection.execute(select(runs.c.started_at, runs.c.total).where(runs.c.id == run_id)).first()
+    return None if row is None else (as_utc(row[0]), int(row[1]))
+
+
 def list_run_items(run_id: int) -> list[tuple[int, str, str | None]]:
     """(asset id, outcome, error) of every asset of a run that has finished."""
     with session_scope() as session:
@@ -622,8 +705,18 @@ def record_run_item(run_id: int, asset_id: int, outcome: str, error: str | None 
     Recording the same asset again (a retried job) replaces its outcome without counting it twice.
     Returns the run as it stands after this call, or None when the run does not exist.
     """
+    return record_run_items(run_id, [(asset_id, outcome, error, utcnow())])
+
+
+def record_run_items(run_id: int, items: Sequence[tuple[int, str, str | None, datetime]]) -> RunInfo | None:
+    """Record how several assets of a run ended, (asset id, outcome, error, when) each, in one transaction.
+
+    Outcomes already recorded for the same assets are replaced, never counted twice; the run is closed
+    when every asset has one. Returns the run as it stands after this call, or None when the run does
+    not exist.
+    """
     now = utcnow()
-    runs, items = MarketRun.__table__, MarketRunItem.__table__
+    runs, items_table = MarketRun.__table__, MarketRunItem.__table__
     engine = get_engine()
     with engine.begin() as connection:
         # Writing the run row first takes its lock (PostgreSQL) or the database's write lock (SQLite),
@@ -631,9 +724,14 @@ def record_run_item(run_id: int, asset_id: int, outcome: str, error: str | None 
         touched = connection.execute(update(MarketRun).where(MarketRun.id == run_id).values(updated_at=now))
         if not touched.rowcount:
             return None
-        item = {"run_id": run_id, "asset_id": asset_id, "outcome": outcome, "error": error, "finished_at": now}
-        connection.execute(_run_item_upsert(engine.dialect.name), [item])
-        counted = select(items.c.outcome, func.count()).where(items.c.run_id == run_id).group_by(items.c.outcome)
+        rows = [{"run_id": run_id, "asset_id": a, "outcome": o, "error": e, "finished_at": at} for a, o, e, at in items]
+        for chunk in _chunks(rows, 1_000):
+            connection.execute(_run_item_upsert(engine.dialect.name), list(chunk))
+        counted = (
+            select(items_table.c.outcome, func.count())
+            .where(items_table.c.run_id == run_id)
+            .group_by(items_table.c.outcome)
+        )
         counts = {str(o): int(n) for o, n in connection.execute(counted).all()}
         succeeded = counts.get("succeeded", 0)
         failed = sum(n for o, n in counts.items() if o != "succeeded")

@@ -352,6 +352,59 @@ def test_a_run_records_a_failed_asset_and_ends_partial(market: Any, worker: Any)
     assert items[1][:2] == (876_543_210, "failed") and "does not exist" in (items[1][2] or "")
 
 
+def test_an_asset_recorded_twice_in_a_run_counts_once_and_the_run_closes_with_every_asset(
+    market: Any, worker: Any
+) -> None:
+    from storage import market as store
+
+    # Given a run over two assets
+    first = seed_asset(unique_symbol("TWA"), random_walk(300, seed=5))
+    second = seed_asset(unique_symbol("TWB"), random_walk(300, seed=6))
+    run_id = store.create_run("indicators", 2)
+
+    # When the first asset's job is delivered twice (a redelivery) and then the second one's runs
+    for _ in range(2):
+        assert wait_for_job(market.compute_indicators.send(asset_id=first, run_id=run_id).message_id).state == (
+            "succeeded"
+        )
+    after_first = store.get_run(run_id)
+    market.compute_indicators.send(asset_id=second, run_id=run_id)
+
+    # Then the run stayed open with one asset in, and closes succeeded with each asset counted once
+    assert after_first is not None and not after_first.finished
+    run = finished_run(run_id, timeout=60)
+    assert (run.outcome, run.total, run.succeeded, run.failed) == ("succeeded", 2, 2, 0)
+    assert store.list_run_items(run_id) == [(first, "succeeded", None), (second, "succeeded", None)]
+
+
+def test_signals_read_only_the_indicator_columns_their_rules_need(market: Any, worker: Any) -> None:
+    from processing.signals import indicator_columns
+    from storage import market as store
+
+    # Given an asset whose indicators are stored
+    asset_id = seed_asset(unique_symbol("COL"), random_walk(500, seed=9))
+    assert wait_for_job(market.compute_indicators.send(asset_id).message_id).state == "succeeded"
+
+    # When its indicators are loaded with the columns the signal rules read
+    everything = store.load_indicators(asset_id)
+    chosen = store.load_indicators(asset_id, columns=indicator_columns())
+
+    # Then only the close and those columns come back, with the same values as a full read
+    assert list(chosen.columns) == [
+        "close",
+        "rsi",
+        "macd",
+        "macd_signal",
+        "bb_upper",
+        "bb_lower",
+        "sma_medium",
+        "sma_long",
+    ]
+    assert chosen.equals(everything[list(chosen.columns)])
+    with pytest.raises(ValueError, match="unknown indicator column"):
+        store.load_indicators(asset_id, columns=["rsi", "volume"])
+
+
 def test_refreshing_the_market_is_indicators_then_signals_and_a_rerun_is_idempotent(market: Any, worker: Any) -> None:
     from pipelines.market import refresh_market, wait_for_refresh
     from storage import market as store
