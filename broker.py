@@ -208,6 +208,7 @@ class PlatformRedisBroker(RedisBroker):
         self._last_maintenance: dict[str, int] = {}
         self._heartbeat_thread: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
+        self._beat_now = threading.Event()
         self.consumed_queues: set[str] = set()
         self.ack_hooks: list[Callable[[Any, Any], None]] = []
 
@@ -218,6 +219,8 @@ class PlatformRedisBroker(RedisBroker):
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         self.consumed_queues.add(queue_name)
         self._start_heartbeat()
+        # Announce the new queue now rather than at the next beat.
+        self._beat_now.set()
         return super().consume(queue_name, prefetch, timeout)
 
     def _maintenance_due(self, command: str, queue_name: str, timestamp: int) -> int:
@@ -302,10 +305,12 @@ class PlatformRedisBroker(RedisBroker):
                 pipe.execute()
             except redis.RedisError as error:
                 logger.warning("Heartbeat failed: %r", error)
-            self._heartbeat_stop.wait(interval)
+            self._beat_now.wait(interval)
+            self._beat_now.clear()
 
     def close(self) -> None:
         self._heartbeat_stop.set()
+        self._beat_now.set()
         with contextlib.suppress(redis.RedisError):
             self.client.hdel(workers_key(), self.broker_id)
         super().close()

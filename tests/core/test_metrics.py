@@ -46,7 +46,10 @@ def test_metrics_count_messages_by_outcome_and_show_queue_depth(worker, broker):
         def moved() -> str | None:
             text = _scrape(port)
             done = _value(text, "dramatiq_messages_total", actor_name="counts", outcome="succeeded") - base_ok
-            return text if done >= 25 else None
+            failed = _value(text, "dramatiq_messages_total", actor_name="rejects_input", outcome="failed") - base_failed
+            timed = _value(text, "dramatiq_message_duration_seconds_count", actor_name="counts")
+            waited = _value(text, "dramatiq_message_queue_wait_seconds_count", actor_name="counts")
+            return text if min(done, timed, waited) >= 25 and failed >= 3 else None
 
         text = wait_until(moved, timeout=10, interval=0.2)
 
