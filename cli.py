@@ -377,14 +377,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def _domain_modules() -> list[Any]:
-    modules = []
-    for name in DOMAIN_PIPELINES:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-    return modules
+    return [importlib.import_module(name) for name in DOMAIN_PIPELINES]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

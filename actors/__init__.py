@@ -7,20 +7,11 @@ worker that serves only the ``documents`` queue never loads Whisper.
 
 from __future__ import annotations
 
-import importlib
-import logging
-
 from broker import setup_broker
 
 broker = setup_broker()
 
-#: Domain modules, imported in this order; a module that is not there yet is skipped.
-DOMAIN_MODULES = ("maintenance", "documents", "media", "market")
+# Registered after the broker exists: each module's actors attach to it as they are declared.
+from actors import documents, maintenance, market, media  # noqa: E402
 
-for _name in DOMAIN_MODULES:
-    try:
-        importlib.import_module(f"actors.{_name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"actors.{_name}":
-            raise
-        logging.getLogger(__name__).debug("Actor module %s is not installed.", _name)
+__all__ = ["broker", "documents", "maintenance", "market", "media"]
