@@ -70,7 +70,13 @@ def get_engine() -> Engine:
 
 @contextlib.contextmanager
 def session_scope() -> Iterator[Session]:
-    """A session that commits when the block ends and rolls back when it raises."""
+    """A session that commits when the block ends and rolls back when it raises.
+
+    The first session of a process brings the schema up to date, so any reader (a script polling a job,
+    a process that starts before any worker) finds the tables there.
+    """
+    if settings.database_url not in _migrated:
+        migrate()
     get_engine()
     assert _session_factory is not None
     session = _session_factory()
