@@ -14,6 +14,7 @@ from typing import Any
 
 from dramatiq.broker import Broker
 from dramatiq.middleware import CurrentMessage, Middleware
+from sqlalchemy.exc import OperationalError
 
 from middleware.cancel import JobCancelled, watcher_for
 from middleware.events import ABANDONED_ATTRIBUTE, SKIP_REASON_ATTRIBUTE, Event, noted
@@ -160,14 +161,25 @@ class JobWriter:
         engine = get_engine()
         sqlite = is_sqlite(str(engine.url))
         params = []
-        for row in rows:
+        # In id order: several processes upsert overlapping rows, and PostgreSQL locks each row as it
+        # goes, so one order for everybody is what keeps two writers from deadlocking.
+        for row in sorted(rows, key=lambda row: row["id"]):
             values = [row.get(column) for column in _COLUMNS]
             for index in _TIME_INDEXES:
                 if values[index] is not None:
                     values[index] = _db_time(values[index], sqlite)
             params.append(tuple(values))
-        with engine.begin() as connection:
-            connection.exec_driver_sql(_UPSERT_SQLITE if sqlite else _UPSERT_POSTGRES, params)  # type: ignore[arg-type]
+        statement = _UPSERT_SQLITE if sqlite else _UPSERT_POSTGRES
+        for attempt in (1, 2, 3):
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(statement, params)  # type: ignore[arg-type]
+                return
+            except OperationalError as error:
+                # A deadlock or serialization failure rolls the batch back whole: write it again.
+                if attempt == 3 or "deadlock" not in str(error.orig).lower():
+                    raise
+                time.sleep(0.05 * attempt)
 
 
 def _encode_row(row: dict[str, Any]) -> str:
