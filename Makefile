@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Tools the processing code runs (OCR, PDF rendering, media), speech for test clips, and the
-# deployment checks (promtool, node for the dashboard type check).
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng poppler-utils ffmpeg espeak-ng prometheus fonts-dejavu-core nodejs npm
-SYSTEM_TOOLS := tesseract pdftoppm ffmpeg ffprobe espeak-ng promtool node npm
+# deployment checks (promtool, node for the dashboard type check), pg_dump for backups on PostgreSQL.
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng poppler-utils ffmpeg espeak-ng prometheus fonts-dejavu-core nodejs npm postgresql-client
+SYSTEM_TOOLS := tesseract pdftoppm ffmpeg ffprobe espeak-ng promtool node npm pg_dump
 POSTGRES_TEST_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
 
 .PHONY: setup system-packages demo test test-sqlite test-postgres lint format bench check-deploy worker scheduler clean

