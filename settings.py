@@ -7,7 +7,7 @@ the name says otherwise. ``.env.example`` and the README list the same variables
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -94,13 +94,20 @@ class Settings:
     # Time limits of one attempt (ms).
     soft_time_limit: int
     hard_time_limit: int
+    # How long the other jobs of a worker process get to finish when an attempt that will not stop makes
+    # the process retire (ms).
+    stuck_exit_grace: int
 
     # Job status: how long the writer waits to batch rows (ms), and argument text kept per row.
     job_flush_interval: int
     job_args_max_chars: int
+    # The largest encoded message accepted at send and at the worker.
+    max_message_bytes: int
     # Finished jobs and their results are pruned after this many days.
     job_retention_days: int
     cache_retention_days: int
+    # Outcomes a worker process lets wait for an unreachable database before it takes no new message.
+    job_buffer_max_rows: int
 
     # Log enqueued/started/succeeded at INFO (otherwise DEBUG); failures always log.
     log_every_event: bool
@@ -138,10 +145,60 @@ class Settings:
     caption_language: str
     max_media_seconds: int
     max_download_bytes: int
+    max_caption_bytes: int
     frame_interval_seconds: int
+    # Networks (CIDR) that user-given URLs may reach although they are not public; empty: none.
+    url_allowed_networks: str
 
     # Market.
     signal_expiry_hours: int
+
+    # LLM analysis (the key is the last field).
+    llm_provider: str
+    llm_model: str
+    llm_base_url: str
+    llm_timeout: int
+    llm_max_tokens: int
+    llm_max_reasks: int
+    llm_chunk_chars: int
+    llm_requests_per_minute: int
+    llm_tokens_per_minute: int
+    llm_daily_token_budget: int
+    llm_budget_mode: str
+    llm_cache_ttl: int
+    llm_default_retry_after: int
+    llm_max_retries: int
+    llm_min_backoff: int
+    llm_prices: str
+
+    # Collection and trends.
+    sources_file: Path
+    collection_schedule_enabled: bool
+    collection_timeout: int
+    collection_max_body_bytes: int
+    collection_max_redirects: int
+    collection_max_items: int
+    collection_backoff_jitter: float
+    collection_retention_days: int
+    trend_window: int
+    trend_z_threshold: float
+    trend_min_mentions: int
+    trend_hysteresis_runs: int
+    trend_gravity: float
+
+    # HTTP API and console: where it binds, the bearer token for writes (and for everything off
+    # loopback), the largest request body it reads (bytes), and uvicorn worker processes.
+    api_host: str
+    api_port: int
+    api_token: str = field(repr=False)
+    api_max_body_bytes: int
+    api_workers: int
+    # Modules besides ``actors`` whose actors the API accepts jobs for (comma-separated).
+    api_imports: str
+
+    # Last: the only field with a default. Keys and tokens are kept out of repr() so they never reach a
+    # log line or an error.
+    llm_api_key: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -161,10 +218,13 @@ class Settings:
             max_backoff=_env_int("MAX_BACKOFF_MS", 3_600_000),
             soft_time_limit=_env_int("SOFT_TIME_LIMIT_MS", 30 * 60_000),
             hard_time_limit=_env_int("HARD_TIME_LIMIT_MS", 40 * 60_000),
+            stuck_exit_grace=_env_int("STUCK_EXIT_GRACE_MS", 30_000),
             job_flush_interval=_env_int("JOB_FLUSH_INTERVAL_MS", 100),
             job_args_max_chars=_env_int("JOB_ARGS_MAX_CHARS", 2_000),
+            max_message_bytes=_env_int("MAX_MESSAGE_BYTES", 1_048_576),
             job_retention_days=_env_int("JOB_RETENTION_DAYS", 30),
             cache_retention_days=_env_int("CACHE_RETENTION_DAYS", 7),
+            job_buffer_max_rows=max(_env_int("JOB_BUFFER_MAX_ROWS", 1_000), 1),
             log_every_event=_env_bool("LOG_EVERY_EVENT", False),
             metrics_enabled=_env_bool("METRICS_ENABLED", True),
             metrics_host=_env_str("METRICS_HOST", "127.0.0.1"),
@@ -193,8 +253,46 @@ class Settings:
             caption_language=_env_str("CAPTION_LANGUAGE", "en"),
             max_media_seconds=_env_int("MAX_MEDIA_SECONDS", 3 * 3600),
             max_download_bytes=_env_int("MAX_DOWNLOAD_BYTES", 2 * 1024 * 1024 * 1024),
+            max_caption_bytes=_env_int("MAX_CAPTION_BYTES", 10_000_000),
             frame_interval_seconds=_env_int("FRAME_INTERVAL_SECONDS", 30),
+            url_allowed_networks=_env_str("URL_ALLOWED_NETWORKS", ""),
             signal_expiry_hours=_env_int("SIGNAL_EXPIRY_HOURS", 24),
+            llm_api_key=_env_str("LLM_API_KEY", ""),
+            llm_provider=_env_str("LLM_PROVIDER", "anthropic" if os.environ.get("LLM_API_KEY") else "offline"),
+            llm_model=_env_str("LLM_MODEL", ""),
+            llm_base_url=_env_str("LLM_BASE_URL", ""),
+            llm_timeout=_env_int("LLM_TIMEOUT_MS", 120_000),
+            llm_max_tokens=_env_int("LLM_MAX_TOKENS", 4_096),
+            llm_max_reasks=_env_int("LLM_MAX_REASKS", 2),
+            llm_chunk_chars=_env_int("LLM_CHUNK_CHARS", 12_000),
+            llm_requests_per_minute=_env_int("LLM_REQUESTS_PER_MINUTE", 50),
+            llm_tokens_per_minute=_env_int("LLM_TOKENS_PER_MINUTE", 100_000),
+            llm_daily_token_budget=_env_int("LLM_DAILY_TOKEN_BUDGET", 0),
+            llm_budget_mode=_env_str("LLM_BUDGET_MODE", "wait"),
+            llm_cache_ttl=_env_int("LLM_CACHE_TTL_MS", 7 * 24 * 3_600_000),
+            llm_default_retry_after=_env_int("LLM_DEFAULT_RETRY_AFTER_MS", 30_000),
+            llm_max_retries=_env_int("LLM_MAX_RETRIES", 4),
+            llm_min_backoff=_env_int("LLM_MIN_BACKOFF_MS", 5_000),
+            llm_prices=_env_str("LLM_PRICES", ""),
+            sources_file=_env_path("SOURCES_FILE", PROJECT_ROOT / "sources.toml"),
+            collection_schedule_enabled=_env_bool("COLLECTION_SCHEDULE_ENABLED", False),
+            collection_timeout=_env_int("COLLECTION_TIMEOUT_MS", 20_000),
+            collection_max_body_bytes=_env_int("COLLECTION_MAX_BODY_BYTES", 15 * 1024 * 1024),
+            collection_max_redirects=_env_int("COLLECTION_MAX_REDIRECTS", 5),
+            collection_max_items=_env_int("COLLECTION_MAX_ITEMS_PER_FETCH", 10_000),
+            collection_backoff_jitter=_env_float("COLLECTION_BACKOFF_JITTER", 0.1),
+            collection_retention_days=_env_int("COLLECTION_RETENTION_DAYS", 30),
+            trend_window=_env_int("TREND_WINDOW_MS", 3_600_000),
+            trend_z_threshold=_env_float("TREND_Z_THRESHOLD", 2.0),
+            trend_min_mentions=_env_int("TREND_MIN_MENTIONS", 3),
+            trend_hysteresis_runs=_env_int("TREND_HYSTERESIS_RUNS", 2),
+            trend_gravity=_env_float("TREND_GRAVITY", 1.8),
+            api_host=_env_str("API_HOST", "127.0.0.1"),
+            api_port=_env_int("API_PORT", 8080),
+            api_token=_env_str("API_TOKEN", ""),
+            api_max_body_bytes=_env_int("API_MAX_BODY_BYTES", 1024 * 1024),
+            api_workers=_env_int("API_WORKERS", 1),
+            api_imports=_env_str("API_IMPORTS", ""),
         )
 
 

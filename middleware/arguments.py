@@ -128,18 +128,22 @@ class ArgumentTypes(Middleware):
         return cached
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        spec = self._signature(broker.get_actor(message.actor_name))
-        args, kwargs = message.args, message.kwargs
+        self.check(broker.get_actor(message.actor_name), message.args, message.kwargs)
+
+    def check(self, actor: Any, args: Any, kwargs: Any) -> None:
+        """Raise ``ArgumentMismatch`` when ``args``/``kwargs`` do not fit ``actor``; callers that enqueue
+        (the HTTP API) use it to refuse a request before anything is sent."""
+        spec = self._signature(actor)
         if spec.simple and not kwargs and spec.required <= len(args) <= len(spec.positional):
             # The common case, checked without Signature.bind.
             for value, (name, annotation, check) in zip(args, spec.positional, strict=False):
                 if check is not None and not check(value):
-                    raise self._mismatch(message.actor_name, name, annotation, value)
+                    raise self._mismatch(actor.actor_name, name, annotation, value)
             return
         try:
             bound = spec.signature.bind(*args, **kwargs)
         except TypeError as error:
-            raise ArgumentMismatch(f"{message.actor_name}: {error}") from None
+            raise ArgumentMismatch(f"{actor.actor_name}: {error}") from None
         for name, value in bound.arguments.items():
             annotation = spec.hints.get(name)
             if annotation is None or name == "return":
@@ -148,7 +152,7 @@ class ArgumentTypes(Middleware):
             if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 continue
             if not _matches(value, annotation):
-                raise self._mismatch(message.actor_name, name, annotation, value)
+                raise self._mismatch(actor.actor_name, name, annotation, value)
 
     @staticmethod
     def _mismatch(actor_name: str, name: str, annotation: Any, value: Any) -> ArgumentMismatch:

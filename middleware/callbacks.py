@@ -87,7 +87,7 @@ class Callbacks(Middleware):
     ) -> None:
         if noted(message, ABANDONED_ATTRIBUTE):
             return
-        from middleware.retries import decide, option
+        from middleware.outcome import decide, option
 
         decision = decide(broker, message, exception)
         started = self.started.pop(message.message_id, None)

@@ -1,4 +1,4 @@
-"""Cancelling jobs: a queued job never runs; a running one stops at its next check point."""
+"""Cancelling jobs: a queued job never runs; a running one is interrupted; a finished one keeps its outcome."""
 
 from __future__ import annotations
 
@@ -12,15 +12,14 @@ from dramatiq.broker import Broker
 from dramatiq.middleware import Middleware, SkipMessage
 
 from middleware.events import DECISION_ATTRIBUTE, SKIP_REASON_ATTRIBUTE, Event
+from middleware.interrupts import JobCancelled, attempts, guard_actor
+
+__all__ = ["Cancellation", "JobCancelled", "mark_cancelled", "watcher_for"]
 
 #: Cancellations are remembered this long: long past any queue wait or retry backoff (seconds).
 CANCEL_RETENTION = 7 * 24 * 3600
 CANCELLED_SET = "dramatiq:__cancelled__"
 CANCEL_CHANNEL = "dramatiq:__cancel__"
-
-
-class JobCancelled(Exception):
-    """Raised inside an actor at a check point (``report_progress``) when its job was cancelled."""
 
 
 def mark_cancelled(client: redis.Redis, message_id: str) -> int:
@@ -37,7 +36,8 @@ class CancelWatcher:
     """This process's copy of the cancelled ids, kept current through Redis pub/sub.
 
     It subscribes first and then loads the stored set, so no cancellation falls between the two; until
-    it is ready, and whenever its connection drops, lookups go to Redis directly.
+    it is ready, and whenever its connection drops, lookups go to Redis directly. Each cancellation it
+    hears (and each one in the set it loads) interrupts that job's attempt if this process is running it.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -62,10 +62,17 @@ class CancelWatcher:
                 stored = self.client.zrangebyscore(CANCELLED_SET, time.time() - CANCEL_RETENTION, "+inf")
                 self.cancelled = {value.decode() if isinstance(value, bytes) else str(value) for value in stored}
                 self.ready.set()
+                # Cancellations that came while this watcher was not listening.
+                for attempt in attempts.all():
+                    if attempt.message.message_id in self.cancelled:
+                        interrupt_running(attempt.message.message_id)
                 for item in pubsub.listen():
                     data = item.get("data") if item.get("type") == "message" else None
                     if isinstance(data, bytes):
-                        self.cancelled.add(data.decode())
+                        message_id = data.decode()
+                        # Into the set first: an attempt prepared after this line sees it at its check.
+                        self.cancelled.add(message_id)
+                        interrupt_running(message_id)
             except redis.RedisError as error:
                 logging.getLogger(__name__).warning("Cancel watcher lost Redis (%r); reconnecting.", error)
             finally:
@@ -77,6 +84,15 @@ class CancelWatcher:
         if self.ready.is_set():
             return message_id in self.cancelled
         return self.client.zscore(CANCELLED_SET, message_id) is not None
+
+
+def interrupt_running(message_id: str) -> bool:
+    """Raise ``JobCancelled`` in this process's attempt of ``message_id``, if it runs one."""
+    attempt = attempts.find(message_id)
+    if attempt is None or not attempts.interrupt(attempt, JobCancelled):
+        return False
+    logging.getLogger(__name__).info("Job %r was cancelled while it ran; interrupting it.", message_id)
+    return True
 
 
 _watchers: dict[int, CancelWatcher] = {}
@@ -91,11 +107,12 @@ def watcher_for(client: redis.Redis) -> CancelWatcher:
 
 
 class Cancellation(Middleware):
-    """Skip messages whose job was cancelled while they waited in the queue.
+    """Skip messages whose job was cancelled while they waited; interrupt the ones that are running.
 
-    A running job learns of its cancellation at its next ``report_progress`` call, which raises
-    ``JobCancelled``; an actor that never reports progress runs to its hard time limit. Workers learn of
-    a cancellation through Redis pub/sub, so the check costs no round trip per message.
+    A running job gets ``JobCancelled`` raised in its thread (``middleware.interrupts``: only into that
+    attempt, and only while its actor runs) and also at its next ``report_progress``. Like the soft time
+    limit, it reaches Python code; a C call sees it when it returns. Workers learn of a cancellation
+    through Redis pub/sub, so the check costs no round trip per message.
 
     Parameters:
       client(redis.Redis | None): where cancellations are kept. None disables the check.
@@ -106,6 +123,9 @@ class Cancellation(Middleware):
         self.client = client
         self.watcher: CancelWatcher | None = None
 
+    def after_declare_actor(self, broker: Broker, actor: Any) -> None:
+        guard_actor(actor)
+
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         if self.client is not None:
             self.watcher = watcher_for(self.client)
@@ -115,11 +135,19 @@ class Cancellation(Middleware):
         if self.client is None:
             return
         watcher = self.watcher or watcher_for(self.client)
+        # Registered before the check: a cancel heard after the check finds this attempt and interrupts it.
+        attempts.prepare(message)
         if watcher.is_cancelled(message.message_id):
-            from middleware.retries import Decision
+            from middleware.outcome import Decision
 
             self.logger.info("Message %r was cancelled before it ran; skipping it.", message.message_id)
             attempt = int(message.options.get("retries", 0)) + 1
             setattr(message, DECISION_ATTRIBUTE, Decision(Event.CANCELLED, attempt))
             setattr(message, SKIP_REASON_ATTRIBUTE, Event.CANCELLED)
             raise SkipMessage(f"job {message.message_id} was cancelled")
+
+    def after_process_message(self, broker: Broker, message: Any, *, result: Any = None, exception: Any = None) -> None:
+        attempts.forget(message)
+
+    def after_skip_message(self, broker: Broker, message: Any) -> None:
+        attempts.forget(message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import fcntl
 import glob
 import json
 import logging
@@ -16,7 +17,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -48,16 +49,96 @@ def use_multiprocess_dir(path: os.PathLike[str] | str) -> None:
     values.ValueClass = values.get_value_class()
 
 
-def _clear_dead_processes(path: str) -> None:
-    """Forget the live gauges of processes that are gone (a killed worker's in-progress count)."""
-    from prometheus_client import multiprocess
+def _command_of_this_process() -> str:
+    """The command that started this process (the ``dramatiq`` parent): its pid and its start time.
 
+    The start time tells a reused pid from the original, so a later command never passes for this one.
+    """
+    parent = os.getppid()
+    return f"{parent}:{_start_time(parent)}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # Field 22 (start time in clock ticks), counted after the parenthesised command name.
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _command_alive(command: str) -> bool:
+    pid, _, started = command.partition(":")
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return _start_time(int(pid)) == started
+
+
+def claim_multiprocess_dir(path: str, command: str | None = None) -> bool:
+    """Make ``path`` this worker command's own: wipe what an earlier command left there; True if it did.
+
+    Every worker process of one ``dramatiq`` command calls this at boot, before it records anything:
+    the first one finds another command's mark and wipes the directory, the others find their own and
+    keep what their siblings already wrote. A directory still marked by a live command (two commands
+    given one ``METRICS_DIR``) is never wiped: its processes are using it.
+    """
+    command = command or _command_of_this_process()
+    os.makedirs(path, exist_ok=True)
+    mark = os.path.join(path, "command")
+    with open(os.path.join(path, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(mark) as file:
+                previous = file.read().strip()
+        except FileNotFoundError:
+            previous = ""
+        if previous == command:
+            return False
+        if (previous and _command_alive(previous)) or _live_writers(path):
+            logger.warning("METRICS_DIR %s is in use by another live worker command; give each command its own.", path)
+            return False
+        for name in glob.glob(os.path.join(path, "*.db")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+        with open(mark, "w") as file:
+            file.write(command)
+        return True
+
+
+def _writers(path: str) -> set[int]:
+    """The pids whose files are in a multiprocess directory (prometheus-client names them ``*_PID.db``)."""
     pids = set()
     for name in glob.glob(os.path.join(path, "*.db")):
         match = re.search(r"_(\d+)\.db$", name)
         if match:
             pids.add(int(match.group(1)))
-    for pid in pids:
+    return pids
+
+
+def _live_writers(path: str) -> set[int]:
+    live = set()
+    for pid in _writers(path) - {os.getpid()}:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        live.add(pid)
+    return live
+
+
+def _clear_dead_processes(path: str) -> None:
+    """Forget the live gauges of processes that are gone (a killed worker's in-progress count)."""
+    from prometheus_client import multiprocess
+
+    for pid in _writers(path):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -228,6 +309,9 @@ class Metrics(Middleware):
         return [_serve_from_fork]
 
     def after_process_boot(self, broker: Broker) -> None:
+        # Counters start from zero with each worker command, not from what the last one left on disk.
+        if claim_multiprocess_dir(self.directory):
+            self.logger.info("Wiped the metrics an earlier worker command left in %s.", self.directory)
         use_multiprocess_dir(self.directory)
         _clear_dead_processes(self.directory)
         self._instruments()
@@ -261,7 +345,7 @@ class Metrics(Middleware):
     ) -> None:
         if noted(message, ABANDONED_ATTRIBUTE):
             return
-        from middleware.retries import decide
+        from middleware.outcome import decide
 
         instruments = self._instruments()
         queue_name, actor_name = message.queue_name, message.actor_name
@@ -283,7 +367,7 @@ class Metrics(Middleware):
             self._count_results(broker, message, result, instruments)
 
     def _count_results(self, broker: Broker, message: Any, result: dict[str, Any], instruments: _Instruments) -> None:
-        from middleware.retries import option
+        from middleware.outcome import option
 
         mapping = option(broker, message, "result_metrics", None)
         if not mapping:
@@ -343,10 +427,23 @@ class MetricsOff(Middleware):
 
 
 class BrokerCollector:
-    """Queue depths and live workers, read from Redis when Prometheus scrapes."""
+    """Queue depths, read from the broker, and live workers, read from Redis, when Prometheus scrapes.
 
-    def __init__(self, client: Any, queues: tuple[str, ...] = QUEUES, namespace: str = "dramatiq") -> None:
+    Parameters:
+      client(redis.Redis): the Redis holding the worker registry (``dramatiq:__workers__``).
+      depths(Callable[[], dict[str, tuple[int, int, int]]]): ready, delayed and dead messages per queue,
+        as the broker counts them (``broker.queue_depths``).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        depths: Callable[[], dict[str, tuple[int, int, int]]],
+        queues: tuple[str, ...] = QUEUES,
+        namespace: str = "dramatiq",
+    ) -> None:
         self.client = client
+        self.depths = depths
         self.queues = queues
         self.namespace = namespace
 
@@ -360,19 +457,13 @@ class BrokerCollector:
             "dramatiq_workers_alive", "Worker processes with a fresh heartbeat, per queue.", labels=["queue_name"]
         )
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for queue in self.queues:
-                pipe.llen(f"{self.namespace}:{queue}")
-                pipe.hlen(f"{self.namespace}:{queue}.DQ.msgs")
-                pipe.zcard(f"{self.namespace}:{queue}.XQ")
-            pipe.hgetall(f"{self.namespace}:__workers__")
-            results = pipe.execute()
+            depths = self.depths()
+            workers = self.client.hgetall(f"{self.namespace}:__workers__")
         except Exception as error:
             logger.warning("Could not read queue depths: %r", error)
             return
-        workers = results.pop()
-        for index, queue in enumerate(self.queues):
-            ready, delayed, dead = results[index * 3 : index * 3 + 3]
+        for queue in self.queues:
+            ready, delayed, dead = depths.get(queue, (0, 0, 0))
             depth.add_metric([queue, "ready"], ready)
             depth.add_metric([queue, "delayed"], delayed)
             depth.add_metric([queue, "dead"], dead)
@@ -391,24 +482,98 @@ class BrokerCollector:
         yield alive
 
 
-def render_metrics(directory: str, client: Any | None) -> bytes:
-    """The text a scrape returns: every process's metrics plus the broker's depths."""
+class CollectionCollector:
+    """Per-source totals and health, and trends per state, read from the database when Prometheus scrapes.
+
+    The sources table is where these numbers live (``cli sources`` prints the same), so every worker
+    group reports the same values: alert rules and panels take ``max`` over instances, never ``sum``.
+    """
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+        try:
+            from storage.collection import metrics_snapshot, utcnow
+
+            snapshot = metrics_snapshot()
+        except Exception as error:
+            logger.warning("Could not read the collection's metrics: %r", error)
+            return
+        collected = CounterMetricFamily(
+            "collection_items_collected", "New items and new mentions stored, by source.", labels=["source"]
+        )
+        duplicates = CounterMetricFamily(
+            "collection_duplicates", "Items fetched again that were already stored, by source.", labels=["source"]
+        )
+        fetches = CounterMetricFamily("collection_fetches", "Fetches, by source.", labels=["source"])
+        errors = CounterMetricFamily(
+            "collection_fetch_errors", "Failed fetches, by source and reason.", labels=["source", "reason"]
+        )
+        latency = SummaryMetricFamily("collection_fetch_latency_seconds", "Time one fetch took.", labels=["source"])
+        last_latency = GaugeMetricFamily(
+            "collection_fetch_last_latency_seconds", "Time the last fetch took.", labels=["source"]
+        )
+        healthy = GaugeMetricFamily(
+            "collection_source_healthy", "1 when an active source's last fetch succeeded.", labels=["source"]
+        )
+        consecutive = GaugeMetricFamily(
+            "collection_source_consecutive_errors", "Failed fetches in a row.", labels=["source"]
+        )
+        next_check = GaugeMetricFamily(
+            "collection_source_next_check_seconds", "Seconds until the source is due again.", labels=["source"]
+        )
+        trends = GaugeMetricFamily("collection_trends", "Trends now, by state.", labels=["state"])
+        now = utcnow()
+        for source in snapshot["sources"]:
+            label = [source.name]
+            collected.add_metric(label, source.items_total)
+            duplicates.add_metric(label, source.duplicates_total)
+            fetches.add_metric(label, source.runs_total)
+            for reason, count in source.errors_by_reason.items():
+                errors.add_metric([source.name, reason], count)
+            latency.add_metric(label, count_value=source.runs_total, sum_value=source.fetch_ms_total / 1000)
+            if source.last_latency_ms is not None:
+                last_latency.add_metric(label, source.last_latency_ms / 1000)
+            if source.active:
+                healthy.add_metric(label, 1 if source.consecutive_errors == 0 else 0)
+                consecutive.add_metric(label, source.consecutive_errors)
+                due = (source.next_check_at - now).total_seconds() if source.next_check_at else 0.0
+                next_check.add_metric(label, max(due, 0.0))
+        for state in ("emerging", "rising", "peaking", "declining"):
+            trends.add_metric([state], snapshot["trends_by_state"].get(state, 0))
+        yield from (
+            collected,
+            duplicates,
+            fetches,
+            errors,
+            latency,
+            last_latency,
+            healthy,
+            consecutive,
+            next_check,
+            trends,
+        )
+
+
+def render_metrics(directory: str, collector: BrokerCollector | None) -> bytes:
+    """What a scrape returns: every process's metrics, the broker's depths and live workers, the collection's."""
     from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)
-    if client is not None:
-        registry.register(BrokerCollector(client))
+    if collector is not None:
+        registry.register(collector)
+    registry.register(CollectionCollector())
     return generate_latest(registry)
 
 
-def make_server(host: str, port: int, directory: str, client: Any | None) -> ThreadingHTTPServer:
+def make_server(host: str, port: int, directory: str, collector: BrokerCollector | None) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.split("?")[0] not in ("/", "/metrics"):
                 self.send_error(404)
                 return
-            body = render_metrics(directory, client)
+            body = render_metrics(directory, collector)
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
@@ -428,12 +593,14 @@ def serve_metrics(
     """Serve the metrics over HTTP; with ``block=False`` in a daemon thread, returning the server."""
     import dramatiq
 
-    from broker import redis_client_for
+    from broker import queue_depths, redis_client_for
 
     directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(settings.metrics_dir)
     use_multiprocess_dir(directory)
-    client = redis_client_for(dramatiq.get_broker())
-    server = make_server(host or settings.metrics_host, port or settings.metrics_port, directory, client)
+    broker = dramatiq.get_broker()
+    client = redis_client_for(broker)
+    collector = BrokerCollector(client, lambda: queue_depths(broker)) if client is not None else None
+    server = make_server(host or settings.metrics_host, port or settings.metrics_port, directory, collector)
     if block:
         server.serve_forever()
     else:

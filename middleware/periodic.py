@@ -16,7 +16,7 @@ from dramatiq.middleware import SkipMessage
 from periodiq import PeriodiqMiddleware
 
 from middleware.events import SKIP_REASON_ATTRIBUTE, Event
-from middleware.retries import option
+from middleware.outcome import option
 from settings import settings
 
 #: The ``reason`` label of ``scheduler_skipped_total`` for a run a worker found too old to start.

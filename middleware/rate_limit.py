@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import redis
 from dramatiq.broker import Broker
@@ -14,7 +16,7 @@ from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
 from middleware.events import SKIP_REASON_ATTRIBUTE, Event
-from processing.errors import InvalidArgument
+from processing.errors import InvalidArgument, TryLater
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
@@ -96,3 +98,31 @@ class RateLimit(Middleware):
         setattr(message, SKIP_REASON_ATTRIBUTE, Event.RATE_LIMITED)
         broker.enqueue(message.copy(), delay=delay)
         raise SkipMessage(f"rate limit {rate} reached")
+
+
+def postpone(delay: int, reason: str) -> NoReturn:
+    """Put the running message back with ``delay`` ms and end this attempt as rate-limited.
+
+    The same path as an actor over its own rate limit: the attempt is skipped, not failed, so it is not
+    counted as an attempt, not retried, and the job stays in the table until the delayed copy runs. Outside
+    a worker there is no message to put back, and the ``TryLater`` reaches the caller.
+    """
+    import dramatiq
+    from dramatiq.middleware import CurrentMessage
+
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        raise TryLater(reason, delay_ms=delay)
+    setattr(message, SKIP_REASON_ATTRIBUTE, Event.RATE_LIMITED)
+    logging.getLogger(__name__).info("Message %r delayed %d ms: %s", message.message_id, delay, reason)
+    dramatiq.get_broker().enqueue(message.copy(), delay=delay)
+    raise SkipMessage(reason)
+
+
+@contextlib.contextmanager
+def delay_on_try_later() -> Iterator[None]:
+    """Turn a ``processing.errors.TryLater`` raised inside the block into ``postpone``."""
+    try:
+        yield
+    except TryLater as wait:
+        postpone(wait.delay_ms, str(wait))

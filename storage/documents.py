@@ -1,12 +1,15 @@
 """Documents and what was read from them: pages, images, chunks and their embeddings.
 
 Vectors are stored portably, as little-endian float32 bytes, so the same schema works on SQLite and
-PostgreSQL; search loads the vectors of one model and ranks them in numpy (see ``search_chunks``).
+PostgreSQL: one per window of a chunk (a chunk is longer than the model reads). Search ranks them in
+numpy against a matrix each process keeps in memory and reloads only when ``document_index_version``
+says the searchable documents changed (see ``search_chunks``).
 """
 
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -106,14 +109,39 @@ class DocumentChunk(Base):
     text: Mapped[str] = mapped_column(Text)
 
 
-class DocumentEmbedding(Base):
-    __tablename__ = "document_embeddings"
+class DocumentVector(Base):
+    """One vector per window of a chunk; ``char_start``/``char_end`` are offsets in the chunk's text."""
 
-    chunk_id: Mapped[int] = mapped_column(ForeignKey("document_chunks.id", ondelete="CASCADE"), primary_key=True)
+    __tablename__ = "document_vectors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("document_chunks.id", ondelete="CASCADE"), index=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)  # 0-based window of the chunk
+    char_start: Mapped[int] = mapped_column(Integer, default=0)
+    char_end: Mapped[int] = mapped_column(Integer, default=0)
     model: Mapped[str] = mapped_column(String(200), index=True)
     dimensions: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, unit length
+
+
+class DocumentIndexVersion(Base):
+    """One row; incremented by every write that changes what search sees."""
+
+    __tablename__ = "document_index_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+def _bump_version(session: Any) -> None:
+    """Tell every process that its search matrix is out of date. Called last in a transaction, so the
+    row lock on PostgreSQL is held only until the commit that follows."""
+    session.execute(
+        update(DocumentIndexVersion)
+        .where(DocumentIndexVersion.id == 1)
+        .values(version=DocumentIndexVersion.version + 1)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -145,6 +173,8 @@ def update_document(document_id: int, **values: Any) -> None:
     values["updated_at"] = utcnow()
     with session_scope() as session:
         session.execute(update(Document).where(Document.id == document_id).values(**values))
+        if "status" in values:  # search sees indexed documents only
+            _bump_version(session)
 
 
 def set_status(document_id: int, status: DocumentStatus, *, step: str | None = None, **values: Any) -> None:
@@ -164,7 +194,7 @@ def mark_failed(document_id: int, step: str, reason: str) -> None:
 def restart(document_id: int, message_id: str | None) -> None:
     """Forget what was read from the document and set it back to ``pending`` for a new run."""
     with session_scope() as session:
-        for model in (DocumentEmbedding, DocumentChunk, DocumentImage, DocumentPage):
+        for model in (DocumentVector, DocumentChunk, DocumentImage, DocumentPage):
             session.execute(delete(model).where(model.document_id == document_id))
         session.execute(
             update(Document)
@@ -183,6 +213,7 @@ def restart(document_id: int, message_id: str | None) -> None:
                 updated_at=utcnow(),
             )
         )
+        _bump_version(session)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -209,7 +240,7 @@ class ImageRow:
 def replace_pages(document_id: int, pages: Sequence[PageRow], images: Sequence[ImageRow], **values: Any) -> None:
     """Store the pages and images of a document in one transaction, replacing earlier ones."""
     with session_scope() as session:
-        for model in (DocumentEmbedding, DocumentChunk, DocumentImage, DocumentPage):
+        for model in (DocumentVector, DocumentChunk, DocumentImage, DocumentPage):
             session.execute(delete(model).where(model.document_id == document_id))
         # Core bulk inserts: one statement for all rows rather than one ORM object per page.
         if pages:
@@ -246,6 +277,7 @@ def replace_pages(document_id: int, pages: Sequence[PageRow], images: Sequence[I
                 **values,
             )
         )
+        _bump_version(session)
 
 
 def pages_of(document_id: int) -> list[PageRow]:
@@ -302,7 +334,7 @@ class ChunkRow:
 def replace_chunks(document_id: int, chunks: Iterable[ChunkRow]) -> int:
     """Store the chunks of a document, replacing earlier ones (and their embeddings)."""
     with session_scope() as session:
-        session.execute(delete(DocumentEmbedding).where(DocumentEmbedding.document_id == document_id))
+        session.execute(delete(DocumentVector).where(DocumentVector.document_id == document_id))
         session.execute(delete(DocumentChunk).where(DocumentChunk.document_id == document_id))
         rows = [
             {
@@ -320,6 +352,7 @@ def replace_chunks(document_id: int, chunks: Iterable[ChunkRow]) -> int:
         session.execute(
             update(Document).where(Document.id == document_id).values(chunk_count=len(rows), updated_at=utcnow())
         )
+        _bump_version(session)
         return len(rows)
 
 
@@ -345,22 +378,41 @@ def vector_of(data: bytes) -> Any:
     return np.frombuffer(data, dtype="<f4")
 
 
-def replace_embeddings(document_id: int, model: str, vectors: Sequence[tuple[int, Any]]) -> None:
-    """Store one vector per chunk id, replacing the document's earlier embeddings."""
+@dataclass(frozen=True)
+class WindowVector:
+    """The vector of one window of a chunk (offsets in the chunk's text)."""
+
+    chunk_id: int
+    position: int
+    char_start: int
+    char_end: int
+    vector: Any
+
+
+def replace_embeddings(document_id: int, model: str, vectors: Sequence[WindowVector | tuple[int, Any]]) -> None:
+    """Store the vectors of a document's chunks, one per window (a ``(chunk id, vector)`` pair is the
+    chunk's only window), replacing the document's earlier ones."""
     with session_scope() as session:
-        session.execute(delete(DocumentEmbedding).where(DocumentEmbedding.document_id == document_id))
-        rows = [
-            {
-                "chunk_id": chunk_id,
-                "document_id": document_id,
-                "model": model,
-                "dimensions": len(vector),
-                "vector": vector_bytes(vector),
-            }
-            for chunk_id, vector in vectors
-        ]
+        session.execute(delete(DocumentVector).where(DocumentVector.document_id == document_id))
+        rows = []
+        for item in vectors:
+            if not isinstance(item, WindowVector):
+                item = WindowVector(item[0], 0, 0, 0, item[1])
+            rows.append(
+                {
+                    "chunk_id": item.chunk_id,
+                    "document_id": document_id,
+                    "position": item.position,
+                    "char_start": item.char_start,
+                    "char_end": item.char_end,
+                    "model": model,
+                    "dimensions": len(item.vector),
+                    "vector": vector_bytes(item.vector),
+                }
+            )
         if rows:
-            session.execute(insert(DocumentEmbedding), rows)
+            session.execute(insert(DocumentVector), rows)
+        _bump_version(session)
 
 
 @dataclass(frozen=True)
@@ -369,33 +421,89 @@ class SearchHit:
     path: str
     page: int
     chunk_id: int
-    score: float  # cosine similarity, -1 to 1
+    score: float  # cosine similarity, -1 to 1: the chunk's best window
     text: str
 
 
-def search_chunks(query_vector: Any, *, model: str, k: int) -> list[SearchHit]:
-    """The ``k`` chunks of indexed documents most similar to ``query_vector`` (unit length).
+@dataclass(frozen=True)
+class SearchMatrix:
+    """Every window vector of one model in indexed documents, rows grouped by chunk."""
 
-    Every vector of ``model`` is read and ranked in numpy: simple and portable, and fast enough for
-    some hundred thousand chunks. Vectors of another model are not comparable and are left out.
+    version: int
+    matrix: Any  # windows × dimensions, float32
+    chunk_ids: Any  # chunk id of each group
+    starts: Any  # first row of each group
+
+
+_matrices: dict[tuple[str, str], SearchMatrix] = {}
+_matrices_lock = threading.Lock()
+
+
+def index_version() -> int:
+    with session_scope() as session:
+        return int(session.scalar(select(DocumentIndexVersion.version).where(DocumentIndexVersion.id == 1)) or 0)
+
+
+def load_matrix(model: str) -> SearchMatrix:
+    """This process's search matrix for ``model``, read from the database only when the index version
+    moved since it was last read (one small query otherwise)."""
+    import numpy as np
+
+    from settings import settings
+
+    key = (settings.database_url, model)
+    version = index_version()
+    cached = _matrices.get(key)
+    if cached is not None and cached.version == version:
+        return cached
+    with _matrices_lock:
+        cached = _matrices.get(key)
+        if cached is not None and cached.version == version:
+            return cached
+        with session_scope() as session:
+            # Read in the same transaction as the version, so the matrix is never newer than its label.
+            version = int(session.scalar(select(DocumentIndexVersion.version)) or 0)
+            rows = session.execute(
+                select(DocumentVector.chunk_id, DocumentVector.vector)
+                .join(Document, Document.id == DocumentVector.document_id)
+                .where(DocumentVector.model == model, Document.status == DocumentStatus.INDEXED.value)
+                .order_by(DocumentVector.chunk_id, DocumentVector.position)
+            ).all()
+        if rows:
+            dimensions = len(rows[0].vector) // 4
+            matrix = np.frombuffer(b"".join(row.vector for row in rows), dtype="<f4").reshape(len(rows), dimensions)
+            ids = np.fromiter((row.chunk_id for row in rows), dtype=np.int64, count=len(rows))
+            starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+            loaded = SearchMatrix(version, np.ascontiguousarray(matrix, dtype=np.float32), ids[starts], starts)
+        else:
+            empty = np.zeros(0, dtype=np.int64)
+            loaded = SearchMatrix(version, np.zeros((0, 0), dtype=np.float32), empty, empty)
+        _matrices[key] = loaded
+        return loaded
+
+
+def search_chunks(query_vector: Any, *, model: str, k: int) -> list[SearchHit]:
+    """The ``k`` chunks of indexed documents most similar to ``query_vector`` (unit length); a chunk
+    scores as its best window.
+
+    The vectors come from the process's matrix (``load_matrix``), so a query costs one small version
+    query, one matrix product and one read of the ``k`` chunks found. Vectors of another model are not
+    comparable and are left out.
     """
     import numpy as np
 
     if k <= 0:
         return []
+    loaded = load_matrix(model)
+    if not len(loaded.chunk_ids):
+        return []
+    query = np.asarray(query_vector, dtype=np.float32)
+    scores = loaded.matrix @ query
+    best = np.maximum.reduceat(scores, loaded.starts)
+    count = min(k, len(best))
+    top = np.argpartition(-best, count - 1)[:count] if count < len(best) else np.arange(len(best))
+    chosen = {int(loaded.chunk_ids[i]): float(best[i]) for i in top}
     with session_scope() as session:
-        rows = session.execute(
-            select(DocumentEmbedding.chunk_id, DocumentEmbedding.vector)
-            .join(Document, Document.id == DocumentEmbedding.document_id)
-            .where(DocumentEmbedding.model == model, Document.status == DocumentStatus.INDEXED.value)
-        ).all()
-        if not rows:
-            return []
-        matrix = np.stack([vector_of(row.vector) for row in rows])
-        query = np.asarray(query_vector, dtype=np.float32)
-        scores = matrix @ query
-        top = np.argsort(-scores, kind="stable")[:k]
-        chosen = {int(rows[i].chunk_id): float(scores[i]) for i in top}
         details = session.execute(
             select(
                 DocumentChunk.id,
@@ -418,4 +526,4 @@ def search_chunks(query_vector: Any, *, model: str, k: int) -> list[SearchHit]:
         )
         for row in details
     ]
-    return sorted(hits, key=lambda hit: -hit.score)
+    return sorted(hits, key=lambda hit: (-hit.score, hit.chunk_id))

@@ -46,20 +46,15 @@ def count_by_state(*, since: datetime | None = None) -> dict[tuple[str, str], in
         return {(actor or "", state or ""): count for actor, state, count in session.execute(query).all()}
 
 
-def mark_cancelled_if_queued(job_id: str, now: datetime) -> bool:
-    """Cancel a job that has not started; returns False when it is running or finished."""
+def record_cancel_request(job_id: str, now: datetime) -> bool:
+    """Note that a cancel was asked for (the first time counts); False for an unknown job.
+
+    The state is left alone: the worker decides it (``cancelled`` when it skips or interrupts the job, or
+    whatever the job did when it had already finished), so this write can never hide a real outcome.
+    """
     with session_scope() as session:
         result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state.in_([JobState.QUEUED.value, JobState.RETRYING.value]))
-            .values(
-                state=JobState.CANCELLED.value,
-                seq=Job.seq + 100,
-                error_type="Cancelled",
-                error_message="cancelled before it ran",
-                finished_at=now,
-                updated_at=now,
-            )
+            update(Job).where(Job.id == job_id).values(cancel_requested_at=func.coalesce(Job.cancel_requested_at, now))
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -64,6 +64,9 @@ class Job(Base):
     result: Mapped[str | None] = mapped_column(Text)
     parent_id: Mapped[str | None] = mapped_column(String(64), index=True)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When ``cancel`` was asked for. Only that is recorded: the state stays what the worker reports, so a
+    # job that ran to its end before the cancel reached it still shows what it did.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ScheduleState(Base):
@@ -74,6 +77,8 @@ class ScheduleState(Base):
     actor: Mapped[str] = mapped_column(String(200), primary_key=True)
     last_fire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_outcome: Mapped[str | None] = mapped_column(String(20))
+    #: Ticks sent late (``misfired``) since the schedule was first recorded.
+    misfires: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class HealthCheck(Base):
