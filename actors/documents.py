@@ -21,7 +21,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from middleware.job_status import report_progress
-from processing.errors import NotFound, PermanentError
+from processing.errors import InvalidArgument, NotFound, PermanentError, is_permanent
 from settings import settings
 from storage import documents as store
 from storage.documents import DocumentStatus
@@ -61,6 +61,41 @@ def _superseded(document: store.Document) -> bool:
 
 SUPERSEDED: dict[str, Any] = {"superseded": True}
 
+#: Where the password of an encrypted PDF waits for the steps that open the file, and for how long (s).
+PASSWORD_KEY = "documents:password:"
+PASSWORD_TTL_SECONDS = 7 * 24 * 3600
+
+
+def _redis() -> Any:
+    from broker import redis_client_for
+
+    return redis_client_for(dramatiq.get_broker())
+
+
+def remember_password(document_id: int, password: str | None) -> None:
+    """Keep the password of a document's PDF for its run, or forget an earlier one (``None``).
+
+    The password never travels in a message: Dramatiq logs a failed message with its arguments, the job
+    table keeps them as text and a failure callback receives the whole message. It waits in Redis under
+    the document's id until the run has read the file (OCR is the last step that opens it), at most
+    ``PASSWORD_TTL_SECONDS``.
+    """
+    client = _redis()
+    key = f"{PASSWORD_KEY}{document_id}"
+    if password is None:
+        if client is not None:
+            client.delete(key)
+        return
+    if client is None:
+        raise InvalidArgument("a PDF password needs Redis (REDIS_URL) to reach the worker")
+    client.set(key, password.encode("utf-8"), ex=PASSWORD_TTL_SECONDS)
+
+
+def _password(document_id: int) -> str | None:
+    client = _redis()
+    value = client.get(f"{PASSWORD_KEY}{document_id}") if client is not None else None
+    return None if value is None else bytes(value).decode("utf-8")
+
 
 def _progress(min_interval: float = 0.1) -> Callable[[float, str | None], None]:
     """``report_progress`` for a loop over pages: every page of a slow loop is reported, a fast one
@@ -80,11 +115,15 @@ def _progress(min_interval: float = 0.1) -> Callable[[float, str | None], None]:
 
 @contextlib.contextmanager
 def _step(document_id: int, step: str) -> Iterator[None]:
-    """Mark the document failed at ``step`` when bad input stops it (that error is never retried)."""
+    """Mark the document failed at ``step`` when bad input or a missing dependency stops it (neither is
+    ever retried); the password of the run is then no longer needed."""
     try:
         yield
-    except PermanentError as exc:
-        store.mark_failed(document_id, step, str(exc))
+    except Exception as exc:
+        if is_permanent(exc):
+            reason = str(exc) if isinstance(exc, PermanentError) else f"installation error: {exc}"
+            store.mark_failed(document_id, step, reason)
+            remember_password(document_id, None)
         raise
 
 
@@ -110,6 +149,7 @@ def extract_document(document_id: int) -> dict[str, Any]:
                 min_image_pixels=settings.min_image_pixels,
                 image_dir=images,
                 on_progress=_progress(),
+                password=_password(document_id),
             )
         store.replace_pages(
             document_id,
@@ -153,9 +193,16 @@ def ocr_document(document_id: int) -> dict[str, Any]:
         if wanted:
             check_language(settings.ocr_language)
             path = resolve(document.path, root=settings.storage_root)
-            texts = ocr_pages(path, wanted, language=settings.ocr_language, on_progress=_progress())
+            texts = ocr_pages(
+                path,
+                wanted,
+                language=settings.ocr_language,
+                on_progress=_progress(),
+                password=_password(document_id),
+            )
             store.store_ocr_text(document_id, texts)
     store.set_status(document_id, DocumentStatus.EXTRACTED, step=OCR)
+    remember_password(document_id, None)  # no later step opens the file
     return {"pages_ocr": len(wanted)}
 
 
@@ -180,27 +227,32 @@ def chunk_document(document_id: int) -> dict[str, Any]:
 
 @dramatiq.actor(**_COMMON, soft_time_limit=30 * 60_000, time_limit=40 * 60_000)
 def embed_document(document_id: int) -> dict[str, Any]:
-    """Embed every chunk, ``EMBEDDING_BATCH_SIZE`` at a time; the document is ``indexed`` afterwards."""
-    from processing.embeddings import embed_array
+    """Embed every chunk in windows the model reads whole (``processing.embeddings.windows``), one
+    vector per window, ``EMBEDDING_BATCH_SIZE`` chunks at a time; the document is ``indexed`` afterwards."""
+    from processing.embeddings import embed_windows
 
     if _superseded(_load(document_id)):
         return SUPERSEDED
     store.set_status(document_id, DocumentStatus.EXTRACTED, step=EMBED)
     chunks = store.chunks_of(document_id)
     batch = settings.embedding_batch_size
-    vectors: list[tuple[int, Any]] = []
+    vectors: list[store.WindowVector] = []
     progress = _progress()
     with _step(document_id, EMBED):
         for first in range(0, len(chunks), batch):
             part = chunks[first : first + batch]
-            matrix = embed_array(
+            spans, matrix = embed_windows(
                 [chunk.text for _, chunk in part], model_name=settings.embedding_model, batch_size=batch
             )
-            vectors.extend((chunk_id, row) for (chunk_id, _), row in zip(part, matrix, strict=True))
-            progress(100.0 * len(vectors) / len(chunks), f"{len(vectors)} of {len(chunks)} chunks")
+            vectors.extend(
+                store.WindowVector(part[w.text][0], w.position, w.start, w.end, row)
+                for w, row in zip(spans, matrix, strict=True)
+            )
+            done = first + len(part)
+            progress(100.0 * done / len(chunks), f"{done} of {len(chunks)} chunks")
     store.replace_embeddings(document_id, settings.embedding_model, vectors)
     store.set_status(document_id, DocumentStatus.INDEXED, step=None)
-    return {"chunks_embedded": len(vectors)}
+    return {"chunks_embedded": len(chunks), "windows_embedded": len(vectors)}
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=3, soft_time_limit=5 * 60_000, time_limit=10 * 60_000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -9,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 from periodiq import cron
 from sqlalchemy import delete, text
 
-from broker import redis_client_for
+from broker import queue_depths, redis_client_for
 from processing import housekeeping
 from settings import QUEUES, settings
 from storage.db import is_sqlite, session_scope
@@ -29,14 +31,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+#: Cache folders (under ``CACHE_DIR``) pruned by an actor on their own queue, in the worker that writes
+#: them: a worker only sees its own cache (a container's volume, a machine's disk).
+CACHES_PRUNED_ELSEWHERE = {"media": "cleanup_media_cache"}
+
+
 @dramatiq.actor(queue_name=QUEUE, max_retries=1, periodic=cron("30 2 * * *"))
 def cleanup_cache(days: float | None = None) -> dict[str, Any]:
-    """Delete cache files (downloads, renders) older than ``days`` (default ``CACHE_RETENTION_DAYS``)."""
-    removed = housekeeping.delete_files_older_than(settings.cache_dir, days or settings.cache_retention_days)
-    from storage.media import prune_download_cache
+    """Delete cache files older than ``days`` (default ``CACHE_RETENTION_DAYS``) in this worker's cache.
 
-    forgotten = prune_download_cache()
-    return {"files": removed.files, "bytes": removed.bytes, "cache_entries_forgotten": forgotten}
+    The media download cache is left to ``cleanup_media_cache``, which runs in the media workers.
+    """
+    removed = housekeeping.delete_files_older_than(
+        settings.cache_dir, days or settings.cache_retention_days, skip=tuple(CACHES_PRUNED_ELSEWHERE)
+    )
+    if removed.skipped:
+        logger.warning("Cache cleanup could not remove %d entries under %s.", removed.skipped, settings.cache_dir)
+    return {"files": removed.files, "bytes": removed.bytes, "skipped": removed.skipped}
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, periodic=cron("0 * * * *"))
@@ -45,12 +56,14 @@ def reap_stuck_jobs() -> dict[str, Any]:
 
     A worker that died mid-job has its message redelivered by the broker within seconds, so what is
     left ``running`` this long lost its final status write; running it again is the at-least-once promise.
+    A job whose message still exists (ready in a queue, delayed, or held by a live worker) is left
+    alone: that message will run or is running, and sending another would run the job twice.
     """
     broker = dramatiq.get_broker()
     now = _now()
     margin = timedelta(milliseconds=settings.heartbeat_timeout * 2)
     shortest_cutoff = now - timedelta(milliseconds=1000) - margin
-    reaped, resent = [], []
+    stuck: list[tuple[Any, Any]] = []
     for job in running_since_before(shortest_cutoff):
         if job.started_at is None:
             continue
@@ -61,7 +74,12 @@ def reap_stuck_jobs() -> dict[str, Any]:
             pass
         hard_limit = (actor.options.get("time_limit") if actor else None) or settings.hard_time_limit
         started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
-        if started > now - timedelta(milliseconds=hard_limit) - margin:
+        if started <= now - timedelta(milliseconds=hard_limit) - margin:
+            stuck.append((job, actor))
+    held = messages_in_broker(broker, {job.id for job, _ in stuck}) if stuck else set()
+    reaped, resent, left = [], [], sorted(held)
+    for job, actor in stuck:
+        if job.id in held:
             continue
         if not mark_stuck(job.id, seq=job.seq, now=now, message="still running past its hard time limit"):
             continue
@@ -81,9 +99,43 @@ def reap_stuck_jobs() -> dict[str, Any]:
             )
             broker.enqueue(message)
             resent.append(job.id)
+    if left:
+        logger.info("Left %d long-running jobs alone: their messages are still in the broker: %s", len(left), left)
     if reaped:
         logger.warning("Reaped %d stuck jobs, sent %d again: %s", len(reaped), len(resent), reaped)
-    return {"reaped": reaped, "resent": resent}
+    return {"reaped": reaped, "resent": resent, "still_in_broker": left}
+
+
+def messages_in_broker(broker: Any, job_ids: set[str]) -> set[str]:
+    """Which of these jobs still have a message in the broker: ready, delayed, or held by a worker.
+
+    The Redis broker keeps a message in its queue's ``.msgs`` hash from enqueue until acknowledgement,
+    whichever worker holds it. A message moves between a queue and its delay queue by enqueueing the
+    copy before acknowledging the original, so reading the delay queues, the queues, then the delay
+    queues again sees a moving message at least once. With RabbitMQ, which cannot be read this way, every
+    job counts as present: it is never sent twice, and a stuck row stays for an operator.
+    """
+    if not isinstance(broker, RedisBroker):
+        return set(job_ids)
+    client = broker.client
+    wanted = {job_id.encode(): job_id for job_id in job_ids}
+    found: set[str] = set()
+    queues = sorted(name for name in broker.get_declared_queues() if not name.endswith((".DQ", ".XQ")))
+    delayed = [f"{name}.DQ" for name in queues]
+    for name in (*delayed, *queues, *delayed):
+        for _, data in client.hscan_iter(f"{broker.namespace}:{name}.msgs", count=1000):
+            # A cheap substring test first; the decode rules out an id quoted inside another message.
+            hits = [raw for raw in wanted if raw in data]
+            if not hits:
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                message_id = json.loads(data)["message_id"]
+                if message_id in job_ids:
+                    found.add(message_id)
+                    wanted.pop(message_id.encode(), None)
+        if not wanted:
+            break
+    return found
 
 
 def _arguments(stored: str | None) -> dict[str, Any] | None:
@@ -148,18 +200,9 @@ def monitor_queues() -> dict[str, Any]:
     The depths reach Prometheus at scrape time (``dramatiq_queue_messages``); this records them in the
     job's result and the log, where an operator without Prometheus sees them too.
     """
-    client = redis_client_for(dramatiq.get_broker())
-    if client is None:
-        return {"queues": {}}
-    pipe = client.pipeline(transaction=False)
-    for queue in QUEUES:
-        pipe.llen(f"dramatiq:{queue}")
-        pipe.hlen(f"dramatiq:{queue}.DQ.msgs")
-        pipe.zcard(f"dramatiq:{queue}.XQ")
-    values = pipe.execute()
     depths = {
-        queue: {"ready": values[i * 3], "delayed": values[i * 3 + 1], "dead": values[i * 3 + 2]}
-        for i, queue in enumerate(QUEUES)
+        queue: {"ready": ready, "delayed": delayed, "dead": dead}
+        for queue, (ready, delayed, dead) in queue_depths(dramatiq.get_broker(), QUEUES).items()
     }
     backed_up = [queue for queue, depth in depths.items() if depth["ready"] > settings.queue_depth_warning]
     for queue in backed_up:

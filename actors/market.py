@@ -24,8 +24,8 @@ from dramatiq.middleware import CurrentMessage
 from periodiq import cron
 
 from middleware.events import Event
-from middleware.retries import decide
-from processing.errors import InvalidArgument, NotFound, TooLarge
+from middleware.outcome import decide
+from processing.errors import InvalidArgument, NotFound, OutsideStorageRoot, TooLarge
 from processing.paths import resolve_under
 from settings import settings
 from storage import market as store
@@ -241,21 +241,42 @@ def send_run(
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=3, min_backoff=5_000)
-def import_prices(path: str, symbol: str | None = None, timeframe: str = TIMEFRAME) -> dict[str, Any]:
-    """Store the bars of a CSV file under the storage root, all rows or none (see ``processing.prices``)."""
-    from processing.prices import read_price_file
+def import_prices(
+    path: str, symbol: str | None = None, timeframe: str = TIMEFRAME, source: str | None = None
+) -> dict[str, Any]:
+    """Store the bars of a CSV file under the storage root, all rows or none (see ``processing.prices``).
 
+    ``source`` is the file's name as the user gave it (a staged copy has another): errors name it, and
+    never show a path on this machine. A symbol whose bars, with those already stored, are fewer than
+    the longest indicator window needs is rejected with the rest of the file's defects.
+    """
+    from processing.indicators import IndicatorParams
+    from processing.prices import read_price_file, symbols_in
+
+    name = source or Path(path).name
     if not _TIMEFRAME_PATTERN.match(timeframe):
         raise InvalidArgument(f"timeframe {timeframe!r} is not like 1d, 4h, 15m or 1w")
-    file = resolve_under(settings.storage_root, path)
+    try:
+        file = resolve_under(settings.storage_root, path)
+    except OutsideStorageRoot:
+        raise OutsideStorageRoot(f"{name} is outside the storage root") from None
+    except NotFound:
+        raise NotFound(f"{name} does not exist under the storage root") from None
     if not file.is_file():
-        raise InvalidArgument(f"{path!r} is not a file")
+        raise InvalidArgument(f"{name} is not a file")
     size = file.stat().st_size
     if size > settings.max_file_bytes:
-        raise TooLarge(f"{file.name} is {size} bytes, over the {settings.max_file_bytes} byte limit")
-    bars = read_price_file(file, symbol=symbol)
+        raise TooLarge(f"{name} is {size} bytes, over the {settings.max_file_bytes} byte limit")
+    stored: dict[str, int] = {}
+    for found in symbols_in(file, symbol=symbol):
+        asset = store.get_asset_by_symbol(found)
+        if asset is not None:
+            stored[found] = store.count_bars(asset.id, timeframe)
+    bars = read_price_file(
+        file, symbol=symbol, source=name, min_bars=IndicatorParams().longest_window, stored_bars=stored
+    )
     counts = store.import_bars([dataclasses.asdict(bar) for bar in bars], timeframe=timeframe)
-    return {"file": file.name, "timeframe": timeframe, **counts}
+    return {"file": name, "timeframe": timeframe, **counts}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -288,7 +309,15 @@ def compute_indicators(
             _asset(asset_id)  # no bars: say so when there is no such asset either
         values = indicators_of(bars, params).iloc[-lookback_days:]
         rows = store.upsert_indicators(asset_id, TIMEFRAME, values)
-        return {"asset_id": asset_id, "bars_read": len(bars), "rows": rows}
+        result: dict[str, Any] = {"asset_id": asset_id, "bars_read": len(bars), "rows": rows}
+        if len(bars) < params.longest_window:
+            # Imports refuse such a symbol; bars stored some other way still get a word in the result.
+            symbol = _asset(asset_id).symbol
+            result["short_history"] = (
+                f"{symbol} has {len(bars)} bars; the indicators need at least {params.longest_window}"
+            )
+            logger.warning("Indicators of %s: %s", symbol, result["short_history"])
+        return result
 
 
 @dramatiq.actor(

@@ -23,17 +23,21 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
+from periodiq import cron
 
 from middleware.job_status import report_progress
 from processing import captions as captions_proc
 from processing import frames as frames_proc
+from processing import housekeeping, netguard, transcription
 from processing import media as media_proc
-from processing import transcription
 from processing.errors import InvalidArgument, NotFound, PermanentError
 from settings import settings
 from storage import media as store
 
 logger = logging.getLogger(__name__)
+
+# User-given URLs reach public addresses only, unless the operator trusts a private network.
+netguard.set_policy(netguard.OutboundPolicy.parse(settings.url_allowed_networks))
 
 QUEUE = "media"
 SOFT_TIME_LIMIT_MS = 30 * 60_000
@@ -114,7 +118,7 @@ def _process_source(
         track = media_proc.choose_captions(info.captions, settings.caption_language)
         if track is not None:
             try:
-                segments = media_proc.fetch_captions(track)
+                segments = media_proc.fetch_captions(track, max_bytes=settings.max_caption_bytes)
             except PermanentError as error:
                 logger.info("captions of %r unusable (%s); transcribing the audio instead", source, error)
             else:
@@ -307,6 +311,18 @@ def _record_outcome(outcome: dict[str, Any] | None) -> dict[str, Any]:
         "failed": outcome["failed"],
         "failures": outcome["failures"],
     }
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=1, periodic=cron("40 2 * * *"))
+def cleanup_media_cache(days: float | None = None) -> dict[str, Any]:
+    """Delete downloads older than ``days`` (default ``CACHE_RETENTION_DAYS``) and forget their entries.
+
+    It runs on the media queue because the downloads are where the media workers keep them: a cleanup
+    elsewhere would find no files, and would forget every entry of a cache it cannot see.
+    """
+    removed = housekeeping.delete_files_older_than(settings.cache_dir / "media", days or settings.cache_retention_days)
+    forgotten = store.prune_download_cache()
+    return {"files": removed.files, "bytes": removed.bytes, "cache_entries_forgotten": forgotten}
 
 
 @dramatiq.actor(queue_name=QUEUE, actor_name="media_playlist_video_succeeded", max_retries=5, min_backoff=500)

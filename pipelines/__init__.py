@@ -14,7 +14,26 @@ from dramatiq import Message
 
 from middleware.cancel import mark_cancelled
 from middleware.job_status import flush, utcnow
+from pipelines.runs import Run, RunFailed, RunStatus
 from storage.models import Job, JobState
+
+__all__ = [
+    "Run",
+    "RunFailed",
+    "RunStatus",
+    "cancel",
+    "job_status",
+    "run",
+    "run_group",
+    "run_pipeline",
+    "send_urgent",
+    "with_parent",
+]
+
+
+def run(job_id: str) -> Run:
+    """A handle on the job ``job_id`` and the jobs it started: ``status()``, ``wait(timeout)``, ``result()``."""
+    return Run(job_id)
 
 
 def send_urgent(actor: Any, *args: Any, **kwargs: Any) -> Message[Any]:
@@ -29,9 +48,10 @@ def with_parent(messages: Sequence[Message[Any]], parent_id: str) -> list[Messag
     return [message.copy(options={**message.options, "parent_id": parent_id}) for message in messages]
 
 
-def run_pipeline(messages: Sequence[Message[Any]]) -> str:
+def run_pipeline(messages: Sequence[Message[Any]]) -> Run:
     """Run messages one after the other, each receiving the previous one's result unless it was built
-    with ``message_with_options(pipe_ignore=True)``; returns the run's id (its first message id).
+    with ``message_with_options(pipe_ignore=True)``; returns the run's handle (its id is the first
+    message id).
 
     Every step's job row carries the run id as its ``parent_id``.
     """
@@ -39,16 +59,17 @@ def run_pipeline(messages: Sequence[Message[Any]]) -> str:
         raise ValueError("a pipeline needs at least one message")
     parent_id = messages[0].message_id
     dramatiq.pipeline(with_parent(messages, parent_id)).run()
-    return parent_id
+    return Run(parent_id)
 
 
-def run_group(messages: Sequence[Message[Any]], *, parent_id: str, on_complete: Message[Any] | None = None) -> str:
-    """Run messages in parallel; ``on_complete`` is sent once all of them succeeded."""
+def run_group(messages: Sequence[Message[Any]], *, parent_id: str, on_complete: Message[Any] | None = None) -> Run:
+    """Run messages in parallel; ``on_complete`` is sent once all of them succeeded. Returns the handle of
+    run ``parent_id``, whose children are the messages."""
     group = dramatiq.group(with_parent(messages, parent_id))
     if on_complete is not None:
         group.add_completion_callback(on_complete.copy(options={**on_complete.options, "parent_id": parent_id}))
     group.run()
-    return parent_id
+    return Run(parent_id)
 
 
 def job_status(job_id: str) -> Job | None:
@@ -59,22 +80,38 @@ def job_status(job_id: str) -> Job | None:
     return get_job(job_id)
 
 
-def cancel(job_id: str) -> str:
-    """Cancel a job. Returns ``cancelled`` (it had not started), ``cancelling`` (it stops at its next
-    check point), or the state it already finished in. Raises ``LookupError`` for an unknown id.
+def cancel(job_id: str, *, wait_ms: int = 0) -> str:
+    """Ask for a job to be cancelled. Returns the state it finished in, or ``cancelling`` while the
+    request is on its way. Raises ``LookupError`` for an unknown id.
+
+    The request is recorded (``cancel_requested_at``) and sent to every worker; the worker's outcome
+    decides the state: a job that had not started is skipped and ends ``cancelled``, a running one is
+    interrupted and ends ``cancelled``, one that finished first keeps its outcome. ``wait_ms`` waits that
+    long for the outcome.
     """
+    import time
+
     from broker import redis_client_for
-    from storage.jobs import mark_cancelled_if_queued
+    from storage.jobs import record_cancel_request
 
     row = job_status(job_id)
     if row is None:
         raise LookupError(f"no job with id {job_id!r}")
-    if row.state in {state.value for state in (JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED)}:
+    if row.state in _FINISHED:
         return str(row.state)
     client = redis_client_for(dramatiq.get_broker())
     if client is None:
         raise RuntimeError("cancelling needs Redis (set REDIS_URL)")
     mark_cancelled(client, job_id)
-    if mark_cancelled_if_queued(job_id, utcnow()):
-        return "cancelled"
-    return "cancelling"
+    record_cancel_request(job_id, utcnow())
+    deadline = time.monotonic() + wait_ms / 1000
+    while True:
+        row = job_status(job_id)
+        if row is not None and row.state in _FINISHED:
+            return str(row.state)
+        if time.monotonic() >= deadline:
+            return "cancelling"
+        time.sleep(0.05)
+
+
+_FINISHED = frozenset(state.value for state in (JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED))

@@ -7,15 +7,13 @@ the first message of the run); every job of a run carries it as its ``parent_id`
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from processing.errors import NotFound
 from settings import PROJECT_ROOT, settings
 
 #: The documents the repository ships, and where the demo puts them (paths must lie under the root).
@@ -31,6 +29,31 @@ STATUS_FIELDS = (
     *("page_count", "pages_ocr", "image_count", "chunk_count"),
     *("message_id", "created_at", "updated_at", "indexed_at"),
 )
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a document: ``number`` from 1; ``ocr`` when its text was read from the page image."""
+
+    number: int
+    text: str
+    ocr: bool
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a document's text (about 4,000 characters, 400 shared with the one before).
+
+    ``position`` is its order from 0, ``page`` the page it starts on, ``char_start``/``char_end`` its
+    offsets (characters) in the pages' text joined by blank lines; ``id`` is what search results name.
+    """
+
+    id: int
+    position: int
+    page: int
+    char_start: int
+    char_end: int
+    text: str
 
 
 @dataclass(frozen=True)
@@ -57,20 +80,26 @@ def _run_messages(document_id: int) -> list[Any]:
     return [first, *rest]
 
 
-def _start_run(document_id: int) -> str:
+def _start_run(document_id: int, password: str | None = None) -> str:
     """Reset the document and send its pipeline; returns the run's first message id."""
     from dramatiq import pipeline
 
+    from actors.documents import remember_password
     from storage.documents import restart
 
     messages = _run_messages(document_id)
     restart(document_id, messages[0].message_id)
+    remember_password(document_id, password)
     pipeline(messages).run()
     return str(messages[0].message_id)
 
 
-def ingest_document(path: str | Path) -> int:
+def ingest_document(path: str | Path, *, password: str | None = None) -> int:
     """Register the document at ``path`` (under the storage root) and start indexing it.
+
+    ``password`` opens an encrypted PDF (RC4, AES-128 or AES-256); it is handed to the run's steps
+    outside their messages, so it is in no log line and no job row. Without it an encrypted PDF fails
+    at once saying it needs one; a wrong one fails saying so.
 
     Returns the document id at once; nothing is checked here, so a bad path or file ends the run
     ``failed`` with the reason, like any other bad input.
@@ -80,12 +109,13 @@ def ingest_document(path: str | Path) -> int:
 
     migrate()
     document_id = create_document(str(path))
-    _start_run(document_id)
+    _start_run(document_id, password)
     return document_id
 
 
-def reprocess(document_id: int) -> str:
-    """Read the document again from scratch (pages, images, OCR, chunks, embeddings).
+def reprocess(document_id: int, *, password: str | None = None) -> str:
+    """Read the document again from scratch (pages, images, OCR, chunks, embeddings); an encrypted PDF
+    needs its ``password`` again.
 
     Returns the new run's first message id.
     """
@@ -94,7 +124,7 @@ def reprocess(document_id: int) -> str:
 
     if get_document(document_id) is None:
         raise NotFound(f"document {document_id} does not exist")
-    return _start_run(document_id)
+    return _start_run(document_id, password)
 
 
 def document_status(document_id: int) -> dict[str, Any] | None:
@@ -105,6 +135,29 @@ def document_status(document_id: int) -> dict[str, Any] | None:
     if document is None:
         return None
     return {name: getattr(document, name) for name in STATUS_FIELDS}
+
+
+def _known_document(document_id: int) -> None:
+    from storage.documents import get_document
+
+    if get_document(document_id) is None:
+        raise NotFound(f"document {document_id} does not exist")
+
+
+def document_pages(document_id: int) -> list[Page]:
+    """The document's pages in order (empty until its text is extracted); ``NotFound`` for no document."""
+    from storage.documents import pages_of
+
+    _known_document(document_id)
+    return [Page(page.number, page.text, page.ocr) for page in pages_of(document_id)]
+
+
+def document_chunks(document_id: int) -> list[Chunk]:
+    """The document's chunks in order (empty until it is chunked); ``NotFound`` for no document."""
+    from storage.documents import chunks_of
+
+    _known_document(document_id)
+    return [Chunk(id, c.position, c.page, c.char_start, c.char_end, c.text) for id, c in chunks_of(document_id)]
 
 
 def document_for_run(message_id: str) -> dict[str, Any] | None:
@@ -162,11 +215,6 @@ def demo() -> list[str]:
     return [str(message.message_id) for message in messages]
 
 
-# ----------------------------------------------------------------------------------------------------
-# cli
-# ----------------------------------------------------------------------------------------------------
-
-
 def wait_for_document(document_id: int, timeout: float) -> dict[str, Any] | None:
     """Poll until the document is ``indexed`` or ``failed`` (or ``timeout`` seconds pass)."""
     deadline = time.monotonic() + timeout
@@ -175,66 +223,3 @@ def wait_for_document(document_id: int, timeout: float) -> dict[str, Any] | None
         if status is None or status["status"] in ("indexed", "failed") or time.monotonic() > deadline:
             return status
         time.sleep(0.25)
-
-
-def _print_hits(results: list[SearchResult], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([asdict(r) for r in results], indent=2))
-        return
-    for rank, result in enumerate(results, start=1):
-        snippet = " ".join(result.text.split())[:160]
-        print(f"{rank}. {result.score:.3f}  {result.path} page {result.page}  (document {result.document_id})")
-        print(f"   {snippet}")
-
-
-def _cmd_search(args: argparse.Namespace) -> int:
-    results = search(args.query, k=args.k)
-    if not results:
-        print("no indexed documents match (is anything indexed yet?)", file=sys.stderr)
-        return 1
-    _print_hits(results, args.json)
-    return 0
-
-
-def _cmd_ingest(args: argparse.Namespace) -> int:
-    document_id = ingest_document(args.path)
-    if not args.wait:
-        print(document_id)
-        return 0
-    status = wait_for_document(document_id, args.timeout)
-    print(json.dumps(status, indent=2, default=str))
-    return 0 if status is not None and status["status"] == "indexed" else 1
-
-
-def _cmd_document(args: argparse.Namespace) -> int:
-    from storage.db import migrate
-
-    migrate()
-    if args.reprocess:
-        reprocess(args.document_id)
-    status = document_status(args.document_id)
-    if status is None:
-        print(f"document {args.document_id} does not exist", file=sys.stderr)
-        return 1
-    print(json.dumps(status, indent=2, default=str))
-    return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add ``search``, ``ingest-document`` and ``document`` subcommands to the operator's cli."""
-    p = subparsers.add_parser("search", help="search indexed documents by meaning")
-    p.add_argument("query")
-    p.add_argument("-k", type=int, default=5, help="how many chunks to show (default 5)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(handler=_cmd_search)
-
-    p = subparsers.add_parser("ingest-document", help="index a PDF, DOCX, text or Markdown file")
-    p.add_argument("path", help="path under the storage root (STORAGE_ROOT)")
-    p.add_argument("--wait", action="store_true", help="wait until it is indexed or failed")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait (default 1800)")
-    p.set_defaults(handler=_cmd_ingest)
-
-    p = subparsers.add_parser("document", help="show a document's status (or reprocess it)")
-    p.add_argument("document_id", type=int)
-    p.add_argument("--reprocess", action="store_true", help="read it again from scratch")
-    p.set_defaults(handler=_cmd_document)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import shutil
-import sys
-import time
 import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from actors.market import TIMEFRAME, import_prices, refresh_assets, render_chart, send_run
+from actors.market import TIMEFRAME, import_prices, refresh_assets, send_run
+from pipelines.runs import Run, RunFailed
 from processing.errors import NotFound
 from settings import PROJECT_ROOT, settings
 from storage import market as store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Symbols ``make demo`` loads from the shipped S&P 500 history.
 DEMO_SYMBOLS: tuple[str, ...] = (
@@ -25,51 +27,88 @@ DEMO_SYMBOLS: tuple[str, ...] = (
 SAMPLE_CSV = PROJECT_ROOT / "samples" / "market" / "sp500-excerpt.csv"
 
 
-def refresh_market(asset_id: int | None = None, lookback_days: int = 100, *, chart: bool = False) -> str:
-    """Indicators then signals (then charts, with ``chart``) for one asset or all; returns the message id.
+def refresh_market(asset_id: int | None = None, lookback_days: int = 100, *, chart: bool = False) -> Run:
+    """Indicators then signals (then charts, with ``chart``) for one asset or all; returns the run's handle.
 
     The message opens a run (``storage.market.get_run``) and sends each asset's pipeline; the jobs it
-    sends carry its id as ``parent_id``. ``wait_for_refresh`` follows it to the end.
+    sends carry its id as ``parent_id``. The handle's ``wait()`` returns the finished run's
+    ``storage.market.RunInfo`` (total, succeeded, failed, outcome) and raises ``RunFailed`` when a job of
+    the run failed.
     """
     if asset_id is not None and store.get_asset(asset_id) is None:
         raise NotFound(f"asset {asset_id} does not exist")
     message = refresh_assets.send_with_options(
         kwargs={"asset_id": asset_id, "lookback_days": lookback_days, "chart": chart}
     )
-    return message.message_id
+    return market_run(message.message_id)
 
 
-def wait_for_refresh(message_id: str, timeout: float = 600.0) -> store.RunInfo:
-    """Wait until the run a fanning message opened has finished; raises when the message failed."""
-    from middleware.job_status import flush
-    from storage.jobs import get_job
+def _market_run_info(message_id: str) -> store.RunInfo | None:
+    run_id = store.find_run_by_message(message_id)
+    return store.get_run(run_id) if run_id is not None else None
 
-    deadline = time.monotonic() + timeout
-    while True:
-        run_id = store.find_run_by_message(message_id)
-        if run_id is not None:
-            run = store.get_run(run_id)
-            if run is not None and run.finished:
-                return run
-        else:
-            flush()
-            job = get_job(message_id)
-            if job is not None and job.state in ("failed", "dead", "cancelled"):
-                raise RuntimeError(f"job {message_id} {job.state}: {job.error_message}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"market run of message {message_id} did not finish within {timeout:g} s")
-        time.sleep(0.1)
+
+def market_run(message_id: str) -> Run:
+    """The handle of the market run a ``refresh_assets`` message opened."""
+
+    def settled() -> bool:
+        info = _market_run_info(message_id)
+        return info is not None and info.finished
+
+    return Run(message_id, result=lambda: _market_run_info(message_id), settled=settled)
+
+
+def wait_for_refresh(run: Run | str, timeout: float = 600.0) -> store.RunInfo:
+    """``run.wait(timeout)`` for a handle or message id of ``refresh_market``: the finished run's counts."""
+    handle = run if isinstance(run, Run) else market_run(run)
+    info: store.RunInfo = handle.wait(timeout)
+    return info
+
+
+def _asset_id(asset: int | str) -> int:
+    found = store.get_asset(asset) if isinstance(asset, int) else store.get_asset_by_symbol(asset)
+    if found is None:
+        raise NotFound(f"no asset {asset!r}")
+    return found.id
+
+
+def indicators(asset: int | str, timeframe: str = TIMEFRAME, *, limit: int | None = None) -> pd.DataFrame:
+    """An asset's stored indicators (by symbol or id), one row per bar, oldest first.
+
+    Index ``ts``: the bar's time (UTC). Columns, in price units unless said: ``close``; ``rsi`` (0-100);
+    ``macd``, ``macd_signal``, ``macd_hist``; ``sma_short``, ``sma_medium``, ``sma_long`` (20, 50, 200
+    bars); ``ema_fast``, ``ema_slow`` (12, 26); ``bb_upper``, ``bb_middle``, ``bb_lower``; ``atr``;
+    ``stoch_k``, ``stoch_d`` (0-100). NaN where an indicator is not yet defined (its first window).
+    ``limit`` keeps the latest bars. ``NotFound`` for an unknown asset.
+    """
+    return store.load_indicators(_asset_id(asset), timeframe, limit=limit)
+
+
+def signals(
+    asset: int | str | None = None,
+    *,
+    active: bool | None = True,
+    since: datetime | None = None,
+    timeframe: str | None = None,
+) -> list[store.StoredSignal]:
+    """Buy and sell signals, oldest bar first: of one asset (symbol or id) or all; active ones by default
+    (``active=None``: every one kept). Each has ``ts`` (the bar, UTC), ``rule``, ``direction`` (``buy`` or
+    ``sell``), ``strength`` (0-1), ``reason`` (one readable line), ``created_at``, ``expires_at`` (UTC) and
+    ``active``."""
+    asset_id = None if asset is None else _asset_id(asset)
+    return store.list_signals(asset_id=asset_id, timeframe=timeframe, active=active, since=since)
 
 
 def stage_price_file(path: Path) -> str:
     """The path to hand ``import_prices``: the file itself when it is under the storage root, else a copy
     placed under ``market/imports/`` there."""
-    path = Path(path).resolve()
+    given = Path(path)
+    path = given.resolve()
     root = settings.storage_root.resolve()
     if path == root or root in path.parents:
         return str(path.relative_to(root))
     if not path.is_file():
-        raise NotFound(f"file {str(path)!r} does not exist")
+        raise NotFound(f"file {str(given)!r} does not exist")
     target = root / "market" / "imports" / f"{uuid.uuid4().hex[:8]}-{path.name}"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, target)
@@ -79,7 +118,8 @@ def stage_price_file(path: Path) -> str:
 def import_price_file(path: Path, *, symbol: str | None = None, timeframe: str = TIMEFRAME) -> str:
     """Send ``import_prices`` for a CSV file anywhere on this machine; returns the message id."""
     staged = stage_price_file(path)
-    return import_prices.send_with_options(kwargs={"path": staged, "symbol": symbol, "timeframe": timeframe}).message_id
+    kwargs = {"path": staged, "symbol": symbol, "timeframe": timeframe, "source": Path(path).name}
+    return import_prices.send_with_options(kwargs=kwargs).message_id
 
 
 def demo_price_file(symbols: tuple[str, ...] = DEMO_SYMBOLS) -> Path:
@@ -113,84 +153,18 @@ def demo(timeout: float = 300.0) -> list[str]:
     """
     path = demo_price_file()
     imported = import_prices.send(str(path.relative_to(settings.storage_root))).message_id
-    job = _wait_job(imported, timeout)
-    if job is None or job.state != "succeeded":
-        state = job.state if job is not None else "not finished"
-        reason = f": {job.error_message}" if job is not None and job.error_message else ""
-        raise RuntimeError(f"the demo's price import {imported} {state}{reason}")
-    _, last_ids = send_run("refresh", ("indicators", "signals", "chart"))
+    try:
+        Run(imported).wait(timeout)
+    except (RunFailed, TimeoutError) as error:
+        raise RuntimeError(f"the demo's price import: {error}") from None
+    global _demo_run
+    _demo_run, last_ids = send_run("refresh", ("indicators", "signals", "chart"))
     return [imported, *last_ids]
 
 
-# --------------------------------------------------------------------------------------------------
-# cli
-# --------------------------------------------------------------------------------------------------
+_demo_run: int | None = None  # the market run ``demo()`` started last
 
 
-def _wait_job(message_id: str, timeout: float) -> Any:
-    from middleware.job_status import flush
-    from storage.jobs import get_job
-
-    deadline = time.monotonic() + timeout
-    while True:
-        flush()
-        job = get_job(message_id)
-        if job is not None and job.state in ("succeeded", "failed", "dead", "cancelled"):
-            return job
-        if time.monotonic() > deadline:
-            return job
-        time.sleep(0.2)
-
-
-def _cmd_import_prices(args: argparse.Namespace) -> int:
-    try:
-        message_id = import_price_file(Path(args.file), symbol=args.symbol, timeframe=args.timeframe)
-    except NotFound as error:
-        print(str(error), file=sys.stderr)
-        return 1
-    if not args.wait:
-        print(message_id)
-        return 0
-    job = _wait_job(message_id, args.timeout)
-    if job is None or job.state != "succeeded":
-        state = job.state if job is not None else "still queued"
-        reason = f": {job.error_message}" if job is not None and job.error_message else ""
-        print(f"import {message_id} {state}{reason}", file=sys.stderr)
-        return 1
-    print(f"import {message_id} succeeded: {job.result}")
-    return 0
-
-
-def _cmd_chart(args: argparse.Namespace) -> int:
-    asset = store.get_asset_by_symbol(args.symbol)
-    if asset is None:
-        print(f"unknown symbol {args.symbol!r}", file=sys.stderr)
-        return 1
-    if args.render or asset.chart_path is None or not Path(asset.chart_path).exists():
-        message_id = render_chart.send(asset.id).message_id
-        job = _wait_job(message_id, args.timeout)
-        if job is None or job.state != "succeeded":
-            state = job.state if job is not None else "still queued (is a worker on the market queue running?)"
-            reason = f": {job.error_message}" if job is not None and job.error_message else ""
-            print(f"chart {message_id} {state}{reason}", file=sys.stderr)
-            return 1
-        asset = store.get_asset(asset.id) or asset
-    print(asset.chart_path)
-    return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add ``import-prices FILE`` and ``chart SYMBOL`` to the operator's cli."""
-    p = subparsers.add_parser("import-prices", help="import OHLCV bars from a CSV file (all rows or none)")
-    p.add_argument("file", help="CSV with date, open, high, low, close, volume (and symbol) columns")
-    p.add_argument("--symbol", default=None, help="symbol of every row, for a file without a symbol column")
-    p.add_argument("--timeframe", default=TIMEFRAME, help=f"bar timeframe (default {TIMEFRAME})")
-    p.add_argument("--wait", action="store_true", help="wait for the import and print its outcome")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
-    p.set_defaults(handler=_cmd_import_prices)
-
-    p = subparsers.add_parser("chart", help="print the path of an asset's chart PNG, rendering it if needed")
-    p.add_argument("symbol")
-    p.add_argument("--render", action="store_true", help="render it again even if one exists")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the render (default 120)")
-    p.set_defaults(handler=_cmd_chart)
+def demo_run_id() -> int | None:
+    """The market run (``storage.market.get_run``) that ``demo()`` started, if it did."""
+    return _demo_run

@@ -6,14 +6,12 @@ Each ``process_*`` function sends one job and returns its message id; poll the j
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
-import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from processing.errors import NotFound
 from settings import PROJECT_ROOT, settings
 
 #: The clip the repository ships (speech of a known sentence over a test picture) and where the demo
@@ -52,6 +50,46 @@ def extract_frames(source: str, *, interval: float | None = None) -> str:
     return str(extract_frames_actor.send(source, interval=interval).message_id)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A timed piece of a transcript: ``start`` and ``end`` in seconds from the start of the media;
+    ``words`` holds ``{"start", "end", "text"}`` per word when word times were asked for (or the captions
+    carry them), else is empty."""
+
+    start: float
+    end: float
+    text: str
+    words: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class FrameImage:
+    """A still taken at ``time`` seconds; ``path`` is relative to the storage root (``STORAGE_ROOT``)."""
+
+    time: float
+    path: str
+
+
+def _video(video: int | str) -> dict[str, Any]:
+    from storage.media import get_video
+
+    found = get_video(video) if isinstance(video, int) else get_video(job_id=video)
+    if found is None:
+        raise NotFound(f"no video {'with id' if isinstance(video, int) else 'made by job'} {video!r}")
+    return found
+
+
+def transcript(video: int | str) -> list[Segment]:
+    """The transcript of a video, by its id or by the message id of the job that made it (what
+    ``process_video`` and ``transcribe`` return); ``NotFound`` when there is none."""
+    return [Segment(s["start"], s["end"], s["text"], tuple(s["words"])) for s in _video(video)["segments"]]
+
+
+def frames(video: int | str) -> list[FrameImage]:
+    """The frames taken from a video, in time order, by video id or job message id (see ``transcript``)."""
+    return [FrameImage(f["time"], f["path"]) for f in _video(video)["frames"]]
+
+
 def video_for_job(message_id: str) -> dict[str, Any] | None:
     """The video (metadata, segments, frames) a job produced, once it succeeded."""
     from storage.media import get_video
@@ -78,105 +116,3 @@ def stage_sample_clip() -> str:
 def demo() -> list[str]:
     """Transcribe the shipped clip (``make demo``); returns the message id to follow."""
     return [transcribe(stage_sample_clip(), word_timestamps=True)]
-
-
-# ----------------------------------------------------------------------------------------------------
-# cli
-# ----------------------------------------------------------------------------------------------------
-
-
-def _wait(message_id: str, timeout: float) -> Any:
-    from middleware.job_status import flush
-    from storage.jobs import get_job
-    from storage.models import FINISHED_STATES
-
-    finished = {state.value for state in FINISHED_STATES}
-    deadline = time.monotonic() + timeout
-    while True:
-        flush()
-        job = get_job(message_id)
-        if job is not None and job.state in finished:
-            return job
-        if time.monotonic() > deadline:
-            return job
-        time.sleep(0.5)
-
-
-def _print_video(message_id: str, args: argparse.Namespace) -> int:
-    if not args.wait:
-        print(message_id)
-        return 0
-    job = _wait(message_id, args.timeout)
-    if job is None or job.state != "succeeded":
-        state = job.state if job is not None else "unknown"
-        reason = f": {job.error_message}" if job is not None and job.error_message else ""
-        print(f"job {message_id} {state}{reason}", file=sys.stderr)
-        return 1
-    video = video_for_job(message_id)
-    if args.json:
-        print(json.dumps(video, indent=2, default=str))
-        return 0
-    assert video is not None
-    print(f"{video['title']} ({video['duration'] or 0:.1f}s, transcript from {video['transcript_source']})")
-    for segment in video["segments"]:
-        print(f"[{segment['start']:7.2f} → {segment['end']:7.2f}] {segment['text']}")
-    for frame in video["frames"]:
-        print(f"frame {frame['time']:7.2f}s  {frame['path']}")
-    return 0
-
-
-def _cmd_transcribe(args: argparse.Namespace) -> int:
-    source = stage_sample_clip() if args.source == "sample" else args.source
-    return _print_video(transcribe(source, word_timestamps=args.words), args)
-
-
-def _cmd_video(args: argparse.Namespace) -> int:
-    message_id = process_video(args.source, extract_frames=not args.no_frames, frame_interval=args.interval)
-    return _print_video(message_id, args)
-
-
-def _cmd_playlist(args: argparse.Namespace) -> int:
-    message_id = process_playlist(args.url, extract_frames=not args.no_frames, frame_interval=args.interval)
-    if not args.wait:
-        print(message_id)
-        return 0
-    job = _wait(message_id, args.timeout)
-    if job is None or job.state != "succeeded":
-        print(f"job {message_id} {job.state if job else 'unknown'}", file=sys.stderr)
-        return 1
-    deadline = time.monotonic() + args.timeout
-    outcome = playlist_for_job(message_id)
-    while outcome is not None and outcome["finished_at"] is None and time.monotonic() < deadline:
-        time.sleep(1)
-        outcome = playlist_for_job(message_id)
-    print(json.dumps(outcome, indent=2, default=str))
-    return 0 if outcome is not None and outcome["status"] == "succeeded" else 1
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--wait", action="store_true", help="wait for the job and print what it produced")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait (default 1800)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add ``transcribe``, ``video`` and ``playlist`` subcommands to the operator's cli."""
-    p = subparsers.add_parser("transcribe", help="transcribe a media URL or file (Whisper)")
-    p.add_argument("source", help="URL, path under the storage root, or 'sample' for the shipped clip")
-    p.add_argument("--words", action="store_true", help="keep word timestamps")
-    _common(p)
-    p.set_defaults(handler=_cmd_transcribe)
-
-    p = subparsers.add_parser("video", help="process a video: metadata, captions or transcript, frames")
-    p.add_argument("source", help="YouTube (or other) URL, direct media URL, or path under the storage root")
-    p.add_argument("--no-frames", action="store_true", help="skip frame extraction")
-    p.add_argument("--interval", type=float, default=None, help="seconds between frames")
-    _common(p)
-    p.set_defaults(handler=_cmd_video)
-
-    p = subparsers.add_parser("playlist", help="process every video of a playlist")
-    p.add_argument("url")
-    p.add_argument("--no-frames", action="store_true", help="skip frame extraction")
-    p.add_argument("--interval", type=float, default=None, help="seconds between frames")
-    _common(p)
-    p.set_defaults(handler=_cmd_playlist)

@@ -88,12 +88,13 @@ def extract_document(
     image_dir: Path | None = None,
     ocr_language: str | None = None,
     on_progress: ProgressCallback | None = None,
+    password: str | None = None,
 ) -> Extraction:
     """Text of the document at ``path`` (under ``root``), page by page.
 
     PDF pages with no usable text layer are flagged ``needs_ocr``; they are read right away when
     ``ocr_language`` is given. Embedded PDF images of at least ``min_image_pixels`` per side are saved
-    in ``image_dir`` when it is given.
+    in ``image_dir`` when it is given. ``password`` opens an encrypted PDF (other kinds ignore it).
     """
     resolved = resolve(path, root=root)
     kind = kind_of(resolved)
@@ -106,6 +107,7 @@ def extract_document(
             min_image_pixels=min_image_pixels,
             ocr_language=ocr_language,
             on_progress=on_progress,
+            password=password,
         )
         pages = [Page(p.number, p.text, needs_ocr=p.needs_ocr, ocr=p.ocr) for p in content.pages]
         return Extraction(resolved, kind, size, pages, content.images, content.skipped_images)

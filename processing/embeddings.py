@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,8 @@ def embed_array(texts: Sequence[str], *, model_name: str, batch_size: int = 32) 
     ``batch_size`` texts at a time.
 
     Unit length makes the dot product of two vectors their cosine similarity. The model reads at most its
-    ``max_seq_length`` word pieces (256 for all-MiniLM-L6-v2); the rest of a longer text is not seen.
+    ``max_seq_length`` word pieces (256 for all-MiniLM-L6-v2); the rest of a longer text is not seen:
+    cut longer texts with ``windows`` first (``embed_windows`` does both).
     """
     import numpy as np
 
@@ -92,6 +94,70 @@ def embed_array(texts: Sequence[str], *, model_name: str, batch_size: int = 32) 
         show_progress_bar=False,
     )
     return np.asarray(vectors, dtype=np.float32)
+
+
+#: Word pieces per window: all-MiniLM-L6-v2 reads 256 at most and was trained on pieces of about 128,
+#: so a window this size is read whole and one fact in it still moves its vector.
+WINDOW_TOKENS = 128
+#: Word pieces two neighbouring windows share, so a sentence cut by one boundary is whole in a window.
+WINDOW_OVERLAP_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class Window:
+    """A stretch of one text that the model reads whole; ``start``/``end`` are character offsets."""
+
+    text: int  # index of the text it belongs to
+    position: int  # 0-based order within that text
+    start: int
+    end: int
+
+
+def windows(
+    text: str,
+    *,
+    model_name: str,
+    max_tokens: int = WINDOW_TOKENS,
+    overlap_tokens: int = WINDOW_OVERLAP_TOKENS,
+) -> list[tuple[int, int]]:
+    """Character spans of ``text`` of at most ``max_tokens`` word pieces each (and never more than the
+    model reads), overlapping by ``overlap_tokens``, that together cover every character.
+
+    Spans follow the model's own tokenizer, so a window never loses its tail to truncation.
+    """
+    model = load_model(model_name)
+    limit = max(8, min(max_tokens, int(model.max_seq_length) - 2))  # [CLS] and [SEP] take two
+    overlap = max(0, min(overlap_tokens, limit // 2))
+    encoded = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    offsets = encoded["offset_mapping"]
+    if len(offsets) <= limit:
+        return [(0, len(text))]
+    spans: list[tuple[int, int]] = []
+    first = 0
+    while True:
+        last = min(first + limit, len(offsets))
+        start = 0 if first == 0 else int(offsets[first][0])
+        end = len(text) if last == len(offsets) else int(offsets[last - 1][1])
+        spans.append((start, end))
+        if last == len(offsets):
+            return spans
+        first = last - overlap
+
+
+def embed_windows(texts: Sequence[str], *, model_name: str, batch_size: int = 32) -> tuple[list[Window], Any]:
+    """Every text cut into ``windows`` and each window embedded: the windows, in order, and their
+    unit-length vectors (one row per window). A text of any length is read in full this way."""
+    spans = [
+        Window(index, position, start, end)
+        for index, text in enumerate(texts)
+        for position, (start, end) in enumerate(windows(text, model_name=model_name))
+    ]
+    matrix = embed_array(
+        [texts[window.text][window.start : window.end] for window in spans],
+        model_name=model_name,
+        batch_size=batch_size,
+    )
+    return spans, matrix
 
 
 def embed(texts: Sequence[str], *, model_name: str, batch_size: int = 32) -> list[list[float]]:

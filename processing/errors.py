@@ -33,3 +33,25 @@ class CorruptInput(PermanentError):
 
 class TooLarge(PermanentError):
     """The input is over a configured cap (bytes, pages, seconds)."""
+
+
+class MissingDependency(PermanentError):
+    """A module or tool the work needs is not installed: an installation error, not a passing fault."""
+
+
+def is_permanent(error: BaseException) -> bool:
+    """True when retrying cannot help: bad input (a ``PermanentError``) or a missing dependency.
+
+    An ``ImportError`` (``ModuleNotFoundError`` included) means the installation lacks an optional
+    module; the next attempt runs on the same installation and fails the same way, so it is never retried.
+    """
+    return isinstance(error, PermanentError | ImportError)
+
+
+class TryLater(Exception):
+    """Not a failure: the work cannot run now (a provider's rate limit, a spent budget) and should be put
+    back for ``delay_ms`` milliseconds, without counting an attempt."""
+
+    def __init__(self, message: str, *, delay_ms: int) -> None:
+        super().__init__(message)
+        self.delay_ms = max(int(delay_ms), 0)

@@ -2,38 +2,58 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from processing.redaction import redact_text, redact_url, url_password, without_password
+
 
 @dataclass(frozen=True)
 class Removed:
     files: int
     bytes: int
+    # Entries that could not be removed (permissions, a file busy elsewhere); the rest still were.
+    skipped: int = 0
 
 
-def delete_files_older_than(root: Path, days: float, *, now: float | None = None) -> Removed:
-    """Delete regular files under ``root`` not modified for ``days``; then empty directories."""
+def delete_files_older_than(
+    root: Path, days: float, *, now: float | None = None, skip: tuple[str, ...] = ()
+) -> Removed:
+    """Delete regular files and symlinks under ``root`` not modified for ``days``; then empty directories.
+
+    A symlink is judged and removed as a link, never followed: its target may be anywhere, and a link
+    to a directory is not a directory of the cache. One entry that cannot be removed is counted in
+    ``skipped`` and does not stop the sweep. ``skip`` names folders directly under ``root`` that are
+    left alone (another process prunes them).
+    """
     if not root.exists():
         return Removed(0, 0)
     cutoff = (now if now is not None else time.time()) - days * 86400
-    files = size = 0
+    files = size = skipped = 0
     for path in sorted(root.rglob("*"), reverse=True):
+        if skip and path.relative_to(root).parts[0] in skip:
+            continue
         try:
-            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
-                size += path.stat().st_size
-                path.unlink()
-                files += 1
-            elif path.is_dir() and not any(path.iterdir()):
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode) or stat.S_ISREG(info.st_mode):
+                if info.st_mtime < cutoff:
+                    path.unlink()
+                    files += 1
+                    size += info.st_size if stat.S_ISREG(info.st_mode) else 0
+            elif stat.S_ISDIR(info.st_mode) and not any(path.iterdir()):
                 path.rmdir()
         except FileNotFoundError:
             continue
-    return Removed(files, size)
+        except OSError:
+            skipped += 1
+    return Removed(files, size, skipped)
 
 
 def disk_free_fraction(path: Path) -> float:
@@ -60,13 +80,36 @@ def backup_sqlite(database: Path, target_dir: Path, *, now: datetime | None = No
     return target
 
 
+class BackupFailed(Exception):
+    """``pg_dump`` exited with an error; the message is its own, with any credential removed."""
+
+
+def pg_dump_invocation(url: str, target: Path) -> tuple[list[str], dict[str, str]]:
+    """The ``pg_dump`` command line and the environment it needs for the database at ``url``.
+
+    The password travels in ``PGPASSWORD``, never on the command line, where every local user can read
+    it in ``/proc/<pid>/cmdline``.
+    """
+    dsn = without_password(url.replace("postgresql+psycopg2://", "postgresql://", 1))
+    env = dict(os.environ)
+    password = url_password(url)
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return ["pg_dump", "--format=custom", f"--file={target}", dsn], env
+
+
 def backup_postgres(url: str, target_dir: Path, *, now: datetime | None = None) -> Path:
     """A ``pg_dump`` custom-format dump of the database at ``url``."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"postgres-{stamp}.dump"
-    dsn = url.replace("postgresql+psycopg2://", "postgresql://")
-    subprocess.run(["pg_dump", "--format=custom", f"--file={target}", dsn], check=True, capture_output=True)
+    command, env = pg_dump_invocation(url, target)
+    completed = subprocess.run(command, env=env, capture_output=True, check=False)
+    if completed.returncode != 0:
+        target.unlink(missing_ok=True)
+        output = completed.stderr.decode("utf-8", errors="replace").strip().splitlines()
+        reason = redact_text(output[-1] if output else f"exit status {completed.returncode}", url_password(url))
+        raise BackupFailed(f"pg_dump of {redact_url(url)} failed: {reason}")
     return target
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from processing import netguard
 from processing.captions import SUPPORTED_FORMATS, parse_captions
 from processing.errors import InvalidArgument, NotFound, TooLarge, UnsupportedFormat
 from processing.frames import MediaProbe, probe_media
@@ -162,7 +163,7 @@ def _ydl(**extra: Any) -> Iterator[Any]:
     """A quiet ``YoutubeDL`` with our options; wrap its calls in ``_run_ydl`` to translate errors."""
     import yt_dlp
 
-    with yt_dlp.YoutubeDL(_ydl_options(**extra)) as ydl:
+    with netguard.guarded(), yt_dlp.YoutubeDL(_ydl_options(**extra)) as ydl:
         yield ydl
 
 
@@ -199,7 +200,12 @@ def _run_ydl(source: str, call: Callable[[], Any]) -> Any:
 
     try:
         return call()
-    except (DownloadError, ExtractorError) as exc:
+    except (DownloadError, ExtractorError, OSError) as exc:
+        refused = netguard.refusal()
+        if refused is not None:
+            raise netguard.AddressRefused(f"refusing to fetch {source!r}: {refused}") from None
+        if isinstance(exc, OSError):
+            raise
         raise _translate_error(exc, source) from exc
 
 
@@ -260,6 +266,7 @@ def fetch_metadata(
     if direct_url and protocol in {"http", "https"} and (info.duration is None or info.filesize is None):
         # yt-dlp knows nothing about a bare file's length: read its header over HTTP, not the file.
         headers = selected[0].get("http_headers") or raw.get("http_headers") or None
+        netguard.check_url(direct_url)  # ffprobe connects by itself, outside the guard
         probe = probe_media(direct_url, timeout_seconds=probe_timeout_seconds, headers=headers)
         info.duration = info.duration or probe.duration
         info.filesize = info.filesize or probe.size
@@ -368,10 +375,16 @@ def choose_captions(tracks: list[CaptionTrack], language: str) -> CaptionTrack |
     return best[1] if best else None
 
 
-def fetch_captions(track: CaptionTrack) -> list[Segment]:
-    """Download one caption track through yt-dlp's HTTP stack and parse it into segments."""
+def fetch_captions(track: CaptionTrack, *, max_bytes: int = 10_000_000) -> list[Segment]:
+    """Download one caption track through yt-dlp's HTTP stack and parse it into segments.
+
+    The body is read up to ``max_bytes``: a caption track is text, and a server that sends more is
+    refused rather than read into memory.
+    """
     with _ydl() as ydl:
-        body = _run_ydl(track.url, lambda: ydl.urlopen(track.url).read())
+        body = _run_ydl(track.url, lambda: ydl.urlopen(track.url).read(max_bytes + 1))
+    if len(body) > max_bytes:
+        raise TooLarge(f"the {track.language} captions are over the limit of {max_bytes / 1e6:.1f} MB")
     text = body.decode("utf-8-sig", errors="replace") if isinstance(body, bytes) else str(body)
     return parse_captions(text, track.ext)
 
@@ -418,7 +431,8 @@ def download_media(
         note = f"downloaded {downloaded / 1e6:.1f} MB"
         if total:
             note += f" of {int(total) / 1e6:.1f} MB"
-        on_progress(min(100.0, 100.0 * part / expected), note)
+        with netguard.unguarded():
+            on_progress(min(100.0, 100.0 * part / expected), note)
 
     options = {
         "format": VIDEO_FORMAT if with_video else AUDIO_FORMAT,

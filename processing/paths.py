@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from processing.errors import NotFound, OutsideStorageRoot
+from processing.errors import InvalidArgument, NotFound, OutsideStorageRoot
 
 
 def resolve_under(root: Path, path: str | Path, *, must_exist: bool = True) -> Path:
@@ -13,6 +13,11 @@ def resolve_under(root: Path, path: str | Path, *, must_exist: bool = True) -> P
     A relative path is taken relative to ``root``. Symlinks are resolved before the check, so a link
     that points outside the root is refused like a ``../`` path.
     """
+    if not isinstance(path, str | Path) or not str(path).strip():
+        raise InvalidArgument("a path must be a non-empty string")
+    if "\x00" in str(path):
+        # The OS cannot take it (ValueError deep in os.stat): bad input, not a reason to retry.
+        raise InvalidArgument(f"path {str(path)!r} contains a NUL byte")
     root = Path(root).resolve()
     candidate = Path(path)
     if not candidate.is_absolute():

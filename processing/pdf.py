@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processing.errors import CorruptInput, TooLarge, UnsupportedFormat
+from processing.errors import CorruptInput, MissingDependency, PermanentError, TooLarge, UnsupportedFormat
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ RENDER_TIMEOUT_SECONDS = 120
 
 class EncryptedPdf(UnsupportedFormat):
     """The PDF is encrypted and cannot be opened without its password."""
+
+
+class WrongPassword(EncryptedPdf):
+    """The PDF is encrypted and the password given does not open it."""
 
 
 @dataclass
@@ -56,9 +60,9 @@ class PdfContent:
     skipped_images: int = 0  # embedded images under the minimum size
 
 
-def open_pdf(path: Path, *, max_pages: int) -> Any:
+def open_pdf(path: Path, *, max_pages: int, password: str | None = None) -> Any:
     """A ``pypdf.PdfReader`` on ``path`` after the checks that make a bad file fail with a clear reason:
-    not a PDF, truncated, damaged, encrypted with a password, or over ``max_pages``."""
+    not a PDF, truncated, damaged, encrypted without (or with the wrong) ``password``, or over ``max_pages``."""
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
@@ -75,20 +79,14 @@ def open_pdf(path: Path, *, max_pages: int) -> Any:
     try:
         reader = PdfReader(path)
         if reader.is_encrypted:
-            try:
-                # Many "encrypted" PDFs only restrict printing or copying and open with an empty password.
-                opened = reader.decrypt("")
-            except DependencyError as exc:
-                raise EncryptedPdf(
-                    f"{path.name} is encrypted with a cipher this installation cannot read ({exc})"
-                ) from exc
-            if not opened:
-                raise EncryptedPdf(f"{path.name} is encrypted and needs a password; upload it without one")
+            _decrypt(reader, path, password, DependencyError)
         count = len(reader.pages)
-    except (EncryptedPdf, TooLarge):
+    except (PermanentError, TooLarge):
         raise
     except FileNotDecryptedError as exc:
-        raise EncryptedPdf(f"{path.name} is encrypted and needs a password; upload it without one") from exc
+        raise EncryptedPdf(_needs_password(path)) from exc
+    except DependencyError as exc:
+        raise MissingDependency(_missing_crypto(path, exc)) from exc
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
         raise CorruptInput(f"{path.name} is damaged and cannot be read as a PDF ({exc})") from exc
     if count == 0:
@@ -96,6 +94,32 @@ def open_pdf(path: Path, *, max_pages: int) -> Any:
     if count > max_pages:
         raise TooLarge(f"{path.name} has {count} pages, over the limit of {max_pages} pages")
     return reader
+
+
+def _needs_password(path: Path) -> str:
+    return f"{path.name} is encrypted and needs a password; ingest it again with its password"
+
+
+def _missing_crypto(path: Path, error: Exception) -> str:
+    return (
+        f"{path.name} is encrypted, and reading its cipher needs a module this installation lacks ({error}); "
+        "install the pinned requirements"
+    )
+
+
+def _decrypt(reader: Any, path: Path, password: str | None, dependency_error: type[Exception]) -> None:
+    """Open an encrypted PDF with ``password``, or with the empty password when none is given: many
+    "encrypted" PDFs only restrict printing or copying and open without one."""
+    try:
+        opened = reader.decrypt(password or "")
+    except dependency_error as exc:
+        # pypdf reads AES only through the ``cryptography`` package: an installation error, not bad input.
+        raise MissingDependency(_missing_crypto(path, exc)) from exc
+    if opened:
+        return
+    if password:
+        raise WrongPassword(f"{path.name} is encrypted and the password given for it is wrong")
+    raise EncryptedPdf(_needs_password(path))
 
 
 def visible_chars(text: str) -> int:
@@ -111,14 +135,15 @@ def extract_pdf(
     min_text_chars: int = MIN_TEXT_CHARS,
     ocr_language: str | None = None,
     on_progress: ProgressCallback | None = None,
+    password: str | None = None,
 ) -> PdfContent:
     """Text of every page and, when ``image_dir`` is given, the embedded images of at least
     ``min_image_pixels`` on both sides saved there (one file per image, in its own format).
 
     With ``ocr_language`` the pages that need OCR are read right away; without it they are only flagged
-    (the documents actors OCR them in a step of their own).
+    (the documents actors OCR them in a step of their own). ``password`` opens an encrypted PDF.
     """
-    reader = open_pdf(path, max_pages=max_pages)
+    reader = open_pdf(path, max_pages=max_pages, password=password)
     total = len(reader.pages)
     content = PdfContent(pages=[])
     seen_images: set[tuple[int, int]] = set()
@@ -138,9 +163,11 @@ def extract_pdf(
         if on_progress is not None:
             on_progress(100.0 * number / total, f"page {number} of {total}")
     if ocr_language is not None:
+        wanted = [page_text.number for page_text in content.pages if page_text.needs_ocr]
+        texts = ocr_pages(path, wanted, language=ocr_language, password=password, reader=reader)
         for page_text in content.pages:
-            if page_text.needs_ocr:
-                page_text.text = ocr_page(path, page_text.number, language=ocr_language)
+            if page_text.number in texts:
+                page_text.text = texts[page_text.number]
                 page_text.ocr = True
     return content
 
@@ -220,16 +247,25 @@ def _write_image(image: Any, number: int, position: int, image_dir: Path, conten
     content.images.append(PdfImageFile(page=number, path=target, width=width, height=height))
 
 
-def render_page(path: Path, number: int, *, dpi: int = OCR_DPI) -> Any:
-    """Page ``number`` (1-based) of the PDF as a grayscale PIL image, rendered by ``pdftoppm``."""
+def render_page(path: Path, number: int, *, dpi: int = OCR_DPI, password: str | None = None, reader: Any = None) -> Any:
+    """Page ``number`` (1-based) of the PDF as a grayscale PIL image, rendered by ``pdftoppm``; its
+    ``info["dpi"]`` is the resolution it was rendered at.
+
+    An encrypted PDF is opened with ``password`` (or through ``reader``, one already open), and the page
+    is handed to poppler as a decrypted one-page copy in a private temporary folder: a password on
+    poppler's command line would be readable by every user of the machine.
+    """
     from PIL import Image
 
     if shutil.which("pdftoppm") is None:
-        raise RuntimeError("pdftoppm is not installed (Debian/Ubuntu package poppler-utils)")
+        raise MissingDependency("pdftoppm is not installed (Debian/Ubuntu package poppler-utils)")
     with tempfile.TemporaryDirectory(prefix="pdfpage-") as tmp:
+        source, wanted = path, number
+        if password is not None or reader is not None:
+            source, wanted = _decrypted_page(path, number, Path(tmp), password=password, reader=reader), 1
         prefix = Path(tmp) / "page"
         command = ["pdftoppm", "-r", str(dpi), "-gray", "-png", "-singlefile"]
-        command += ["-f", str(number), "-l", str(number), str(path), str(prefix)]
+        command += ["-f", str(wanted), "-l", str(wanted), str(source), str(prefix)]
         try:
             done = subprocess.run(command, capture_output=True, timeout=RENDER_TIMEOUT_SECONDS, check=False)
         except subprocess.TimeoutExpired as exc:
@@ -242,14 +278,30 @@ def render_page(path: Path, number: int, *, dpi: int = OCR_DPI) -> Any:
             raise CorruptInput(f"page {number} of {path.name} could not be rendered for OCR ({reason})")
         with Image.open(output) as image:
             image.load()
-            return image.copy()
+            page = image.copy()
+        # The resolution travels with the image: Tesseract guesses it wrongly from the pixels alone.
+        page.info["dpi"] = (dpi, dpi)
+        return page
 
 
-def ocr_page(path: Path, number: int, *, language: str = "eng", dpi: int = OCR_DPI) -> str:
+def _decrypted_page(path: Path, number: int, folder: Path, *, password: str | None, reader: Any) -> Path:
+    from pypdf import PdfWriter
+
+    if reader is None:
+        reader = open_pdf(path, max_pages=10**9, password=password)
+    writer = PdfWriter()
+    writer.add_page(reader.pages[number - 1])
+    target = folder / "page.pdf"
+    with open(target, "wb") as handle:
+        writer.write(handle)
+    return target
+
+
+def ocr_page(path: Path, number: int, *, language: str = "eng", dpi: int = OCR_DPI, password: str | None = None) -> str:
     """The text of page ``number`` read by Tesseract from a rendering of the page."""
     from processing.ocr import ocr_image
 
-    return ocr_image(render_page(path, number, dpi=dpi), language=language)
+    return ocr_image(render_page(path, number, dpi=dpi, password=password), language=language)
 
 
 def ocr_pages(
@@ -259,12 +311,21 @@ def ocr_pages(
     language: str = "eng",
     dpi: int = OCR_DPI,
     on_progress: ProgressCallback | None = None,
+    password: str | None = None,
+    reader: Any = None,
 ) -> dict[int, str]:
     """OCR of several pages: page number to text, reporting progress after each page."""
+    from processing.ocr import ocr_image
+
     wanted = list(numbers)
     texts: dict[int, str] = {}
+    if wanted and reader is None and password is not None:
+        reader = open_pdf(path, max_pages=10**9, password=password)
+    if reader is not None and not reader.is_encrypted:
+        reader = None  # poppler reads a plain PDF itself, faster than a copy of each page
     for done, number in enumerate(wanted, start=1):
-        texts[number] = ocr_page(path, number, language=language, dpi=dpi)
+        image = render_page(path, number, dpi=dpi, reader=reader)
+        texts[number] = ocr_image(image, language=language)
         if on_progress is not None:
             on_progress(100.0 * done / len(wanted), f"OCR page {number} ({done} of {len(wanted)})")
     return texts

@@ -136,6 +136,92 @@ def loaded_models() -> list[str]:
     return [f"{ref} ({compute})" for ref, compute in _models]
 
 
+#: Sample rate Whisper and its VAD read (Hz).
+SAMPLE_RATE = 16_000
+#: Padding the VAD keeps around the speech it hands Whisper (ms): enough for a soft first consonant.
+VAD_PAD_MS = 200
+#: Silence that separates two stretches of speech for the VAD (ms).
+VAD_MIN_SILENCE_MS = 500
+
+
+def speech_regions(audio: Any) -> list[tuple[float, float]]:
+    """Where the Silero VAD (shipped inside faster-whisper) hears speech, in seconds, unpadded."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    found = get_speech_timestamps(
+        audio, VadOptions(speech_pad_ms=30, min_silence_duration_ms=VAD_MIN_SILENCE_MS), sampling_rate=SAMPLE_RATE
+    )
+    return [(item["start"] / SAMPLE_RATE, item["end"] / SAMPLE_RATE) for item in found]
+
+
+def _clamp(start: float, end: float, speech: list[tuple[float, float]]) -> tuple[float, float]:
+    """``start``–``end`` kept inside the speech region it overlaps most (as it is when none)."""
+    best, overlap = None, 0.0
+    for region in speech:
+        shared = min(end, region[1]) - max(start, region[0])
+        if shared > overlap:
+            best, overlap = region, shared
+    if best is None:
+        return start, end
+    return max(start, best[0]), max(max(start, best[0]), min(end, best[1]))
+
+
+def _timed_segment(raw: Any, speech: list[tuple[float, float]], duration: float) -> Segment | None:
+    """A decoded segment timed by its words, each word kept inside the speech around it."""
+    words: list[Word] = []
+    for item in raw.words or []:
+        start, end = _clamp(float(item.start), float(item.end), speech)
+        words.append(Word(round(start, 3), round(end, 3), item.word.strip(), float(item.probability)))
+    text = raw.text.strip()
+    if words:
+        start, end = words[0].start, max(word.end for word in words)
+    else:
+        start, end = _clamp(float(raw.start), float(raw.end), speech)
+    if not text:
+        return None
+    start = max(0.0, start)
+    if duration > 0:
+        end = min(end, duration)
+    return Segment(start=start, end=max(start, end), text=text, words=tuple(words))
+
+
+#: A word this close to the edge of its speech region (s) is taken to start or end it: Whisper's word
+#: times drift by a few tenths, the VAD's edges by a few hundredths.
+SNAP_S = 1.0
+
+
+def _snap_to_speech(segments: list[Segment], speech: list[tuple[float, float]]) -> list[Segment]:
+    """The first word heard in a speech region starts where the region starts, and the last one ends
+    where it ends; each segment is then retimed by its words."""
+    words = [
+        (index, position, word) for index, segment in enumerate(segments) for position, word in enumerate(segment.words)
+    ]
+    moved: dict[tuple[int, int], Word] = {}
+    for region_start, region_end in speech:
+        inside = [item for item in words if item[2].end > region_start and item[2].start < region_end]
+        if not inside:
+            continue
+        index, position, word = inside[0]
+        if 0 <= word.start - region_start <= SNAP_S:
+            word = Word(round(region_start, 3), word.end, word.text, word.probability)
+            moved[(index, position)] = word
+            inside[0] = (index, position, word)
+        index, position, word = inside[-1]
+        word = moved.get((index, position), word)
+        if 0 <= region_end - word.end <= SNAP_S:
+            moved[(index, position)] = Word(word.start, round(region_end, 3), word.text, word.probability)
+    if not moved:
+        return segments
+    snapped: list[Segment] = []
+    for index, segment in enumerate(segments):
+        timed = tuple(moved.get((index, position), word) for position, word in enumerate(segment.words))
+        if timed:
+            snapped.append(Segment(timed[0].start, max(w.end for w in timed), segment.text, timed))
+        else:
+            snapped.append(segment)
+    return snapped
+
+
 def transcribe(
     audio: str | Path,
     *,
@@ -167,23 +253,29 @@ def transcribe(
     except ImportError:  # pragma: no cover - av is a dependency of faster-whisper
         decode_errors = ()
     try:
+        from faster_whisper import decode_audio
+
+        audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+        speech = speech_regions(audio)
+        # Whisper alone times a segment from the start of its 30 s window, so speech after silence
+        # "starts" at 0.0: the VAD filter hands it only the speech, and every segment is then timed by
+        # its words, kept inside the speech regions the VAD found.
         segments_iter, info = whisper.transcribe(
-            str(path),
+            audio,
             language=language,
             beam_size=beam_size,
-            word_timestamps=word_timestamps,
+            word_timestamps=True,
+            vad_filter=True,
+            vad_parameters={"speech_pad_ms": VAD_PAD_MS, "min_silence_duration_ms": VAD_MIN_SILENCE_MS},
         )
         duration = float(info.duration or 0.0)
         segments: list[Segment] = []
         for raw in segments_iter:
-            words = tuple(
-                Word(float(w.start), float(w.end), w.word.strip(), float(w.probability)) for w in (raw.words or [])
-            )
-            start = max(0.0, float(raw.start))
-            end = float(raw.end)
-            if duration > 0:
-                end = min(end, duration)
-            segments.append(Segment(start=start, end=max(start, end), text=raw.text.strip(), words=words))
+            segment = _timed_segment(raw, speech, duration)
+            if segment is None:
+                continue
+            segments.append(segment)
+            end = segment.end
             if on_progress is not None and duration > 0:
                 on_progress(min(100.0, 100.0 * end / duration), f"transcribed {end:.0f}s of {duration:.0f}s")
     except decode_errors as exc:
@@ -191,6 +283,9 @@ def transcribe(
     except (IndexError, ValueError) as exc:
         # faster-whisper indexes the container's audio streams; a file without one fails there.
         raise UnsupportedFormat(f"{path.name!r} has no audio stream to transcribe ({exc})") from exc
+    segments = _snap_to_speech(segments, speech)
+    if not word_timestamps:
+        segments = [Segment(segment.start, segment.end, segment.text) for segment in segments]
     if on_progress is not None:
         on_progress(100.0, "transcription done")
     return Transcript(

@@ -1,0 +1,212 @@
+"""``python -m cli demo`` (``make demo``): a worker, the scheduler and the console, a batch through every
+pipeline, progress, a summary."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cli.common import duration, progress_bar, say, short, silence_stdout, table
+from cli.jobs import _broker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Modules whose ``demo()`` joins ``make demo`` (each sends its work and returns the message ids).
+DOMAIN_PIPELINES = (
+    "pipelines.documents",
+    "pipelines.media",
+    "pipelines.market",
+    "pipelines.llm",
+    "pipelines.collection",
+)
+
+#: Command families whose ``demo_report()`` prints what the demo produced, after the summary.
+DEMO_REPORTS = ("cli.market", "cli.collection")
+
+
+def _domain_modules() -> list[Any]:
+    return [importlib.import_module(name) for name in DOMAIN_PIPELINES]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a worker and the scheduler, send work through every pipeline, show progress and a summary."""
+    from broker import resolve_redis_url
+    from processing.redaction import redact_url
+    from settings import settings
+
+    # Lines reach `make demo | tee demo.log` as they are printed, not in 8 KB blocks.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    redis_url = resolve_redis_url()
+    print(f"Redis: {redact_url(redis_url)}   database: {redact_url(settings.database_url)}", flush=True)
+    broker = _broker()
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    dramatiq_bin = str(Path(sys.executable).parent / "dramatiq")
+    processes: list[subprocess.Popen[bytes]] = []
+    log_dir = settings.var_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(name: str, command: list[str]) -> None:
+        log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115
+        processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True))
+        print(f"started {name}: {' '.join(command[1:])}  (log: {log_dir / (name + '.log')})")
+
+    def kill_all(*_: Any) -> None:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def stop_all() -> None:
+        # The children run in sessions of their own (so the terminal's Ctrl-C reaches only this
+        # process): nothing stops them but this. A second Ctrl-C while they shut down kills them.
+        signal.signal(signal.SIGINT, kill_all)
+        for process in processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                kill_all()
+                process.wait()
+
+    def leave(*_: Any) -> None:
+        sys.exit(130)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
+    note = ""
+    code = 130
+    try:
+        start("worker", [dramatiq_bin, "actors", "-p", str(args.processes), "-t", str(args.threads)])
+        if (ROOT / "scheduler.py").exists():
+            start("scheduler", [sys.executable, str(ROOT / "scheduler.py")])
+        start("web", [sys.executable, "-m", "cli", "serve", "--no-access-log"])
+        job_ids = _send_demo_batch(broker)
+        print(f"\nsent {len(job_ids)} jobs; following them (Ctrl-C stops everything)\n")
+        code = _watch(job_ids, timeout=args.timeout)
+        for name in DEMO_REPORTS:
+            report: Callable[[], None] = importlib.import_module(name).demo_report
+            report()
+        print(f"\nmetrics: http://{settings.metrics_host}:{settings.metrics_port}/metrics")
+        token = "API_TOKEN" if settings.api_token else settings.var_dir / "api-token"
+        print(f"console: http://{settings.api_host}:{settings.api_port}/  (sign in with the token in {token})")
+        if args.linger or (args.linger is None and sys.stdin.isatty()):
+            print("the worker and the scheduler keep running; try `python -m cli jobs` in another terminal")
+            print("Ctrl-C stops everything")
+            while all(process.poll() is None for process in processes):
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        note, code = "interrupted; ", 130
+    except BrokenPipeError:
+        # Whoever read our output is gone (the pipe's reader was stopped); say nothing more.
+        silence_stdout()
+        code = 128 + signal.SIGPIPE
+    finally:
+        # Children first, then talk: the terminal or pipe may be gone, and a print that fails here
+        # must not leave the worker and scheduler running.
+        stop_all()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    say(f"\n{note}stopped the worker and the scheduler")
+    return code
+
+
+def _send_demo_batch(broker: Any) -> list[str]:
+    from actors.maintenance import backup_database, daily_summary, health_check, monitor_queues
+
+    ids = [
+        health_check.send().message_id,
+        monitor_queues.send().message_id,
+        backup_database.send().message_id,
+        daily_summary.send_with_options(delay=3_000).message_id,
+    ]
+    for module in _domain_modules():
+        demo: Callable[[], list[str]] | None = getattr(module, "demo", None)
+        if demo is not None:
+            print(f"sending the {module.__name__.rsplit('.', 1)[-1]} demo…")
+            ids += demo()
+    return ids
+
+
+def _watch(job_ids: list[str], *, timeout: float) -> int:
+    from middleware.job_status import flush
+    from storage.jobs import get_job
+    from storage.models import FINISHED_STATES
+
+    finished = {state.value for state in FINISHED_STATES}
+    deadline = time.monotonic() + timeout
+    interactive = sys.stdout.isatty()
+    jobs: dict[str, Any] = {}
+    last_line = ""
+    while True:
+        flush()
+        jobs = {job_id: get_job(job_id) for job_id in job_ids}
+        counts: dict[str, int] = {}
+        for job in jobs.values():
+            state = job.state if job else "queued"
+            counts[state] = counts.get(state, 0) + 1
+        done = sum(count for state, count in counts.items() if state in finished)
+        running = [job for job in jobs.values() if job is not None and job.state == "running"]
+        note = ""
+        if running:
+            current = max(running, key=lambda job: job.progress or 0)
+            note = f"  {current.actor}: {current.progress or 0:.0f}% {short(current.progress_note, 30)}"
+        states = " ".join(f"{state}={count}" for state, count in sorted(counts.items()))
+        line = f"{progress_bar(100 * done / len(job_ids), 24)} {done}/{len(job_ids)} done  {states}{note}"
+        if interactive:
+            width = shutil.get_terminal_size().columns - 1
+            print("\r" + line[:width].ljust(min(len(last_line), width)), end="", flush=True)
+        elif line != last_line:
+            print(line, flush=True)
+        last_line = line
+        if done == len(job_ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    if interactive:
+        print()
+    rows = [
+        (
+            job_id[:8],
+            job.actor if job else "",
+            job.state if job else "queued",
+            duration(job) if job else "",
+            short((f"{job.error_type}: {job.error_message}" if job.error_type else job.result) if job else "", 70),
+        )
+        for job_id, job in jobs.items()
+    ]
+    print()
+    print(table(["job", "actor", "state", "duration", "result"], rows))
+    unfinished = [job_id for job_id, job in jobs.items() if job is None or job.state not in finished]
+    if unfinished:
+        print(f"\n{len(unfinished)} jobs did not finish within {timeout:.0f} s")
+        return 1
+    return 0
+
+
+def register_cli(commands: Any) -> None:
+    from settings import settings
+
+    demo = commands.add_parser("demo", help="run a worker and the scheduler and send a demo batch")
+    demo.add_argument("--processes", type=int, default=settings.worker_processes)
+    demo.add_argument("--threads", type=int, default=settings.worker_threads)
+    demo.add_argument("--timeout", type=float, default=600)
+    demo.add_argument(
+        "--linger",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the worker and scheduler running after the summary (default: when run in a terminal)",
+    )
+    demo.set_defaults(handler=cmd_demo)

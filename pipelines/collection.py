@@ -1,0 +1,265 @@
+"""The trend platform for application code and the ``cli``: collect, follow runs, read trends and health.
+
+``collect_all()`` sends ``collect_all_sources`` and returns its message id; ``run_for(message_id)``
+gives the run it opened, with items per source and failures once every source's job has ended.
+``trends()`` and ``sources()`` read what the workers stored. ``demo()`` serves the shipped feed
+fixtures (RSS, Atom, Hacker News, Reddit and a folder) from a local HTTP server and collects them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from settings import PROJECT_ROOT, settings
+
+FIXTURES = PROJECT_ROOT / "samples" / "collection"
+DEMO_FOLDER = Path("collection") / "demo"
+DEMO_ORIGIN = "demo"
+_TEMPLATE = re.compile(r"\{\{(rfc822|iso|unix):(-?\d+)\}\}")
+
+
+def render_fixture(text: str, now: datetime | None = None) -> str:
+    """A fixture with its ``{{rfc822:-30}}``-style placeholders replaced by times that many minutes
+    from ``now``, so the demo's stories are always recent."""
+    moment = now or datetime.now(UTC)
+
+    def replace(match: re.Match[str]) -> str:
+        at = moment + timedelta(minutes=int(match.group(2)))
+        kind = match.group(1)
+        if kind == "rfc822":
+            return email.utils.format_datetime(at)
+        if kind == "iso":
+            return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return str(int(at.timestamp()))
+
+    return _TEMPLATE.sub(replace, text)
+
+
+_CONTENT_TYPES = {".xml": "application/xml; charset=utf-8", ".json": "application/json; charset=utf-8"}
+
+
+class FixtureServer:
+    """Serves ``root`` over HTTP on 127.0.0.1 in a daemon thread, as the real services answer: ETags
+    and ``304 Not Modified``, ``Cache-Control`` and the right content types. ``/rss.xml``,
+    ``/atom.xml``, ``/hn/v0/topstories.json``, ``/hn/v0/item/<id>.json``, ``/r/programming/hot.json``."""
+
+    def __init__(self, root: Path = FIXTURES, *, port: int = 0) -> None:
+        self.root = root
+        self.rendered_at = datetime.now(UTC)
+        self.requests = 0
+        handler = self._handler()
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fixture-server", daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def path_for(self, request_path: str) -> Path | None:
+        path = request_path.split("?", 1)[0]
+        mapped = {
+            "/rss.xml": "rss.xml",
+            "/atom.xml": "atom.xml",
+            "/r/programming/hot.json": "reddit/hot.json",
+            "/hn/v0/topstories.json": "hn/topstories.json",
+        }.get(path)
+        if mapped is None:
+            match = re.fullmatch(r"/hn/v0/item/(\d+)\.json", path)
+            mapped = f"hn/item/{match.group(1)}.json" if match else None
+        return self.root / mapped if mapped else None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fixture = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                fixture.requests += 1
+                path = fixture.path_for(self.path)
+                if path is None or not path.is_file():
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = render_fixture(path.read_text(encoding="utf-8"), fixture.rendered_at).encode()
+                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", _CONTENT_TYPES.get(path.suffix, "application/octet-stream"))
+                self.send_header("ETag", etag)
+                self.send_header("Cache-Control", "max-age=300")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def demo_configs(base_url: str, folder: Path = DEMO_FOLDER) -> list[Any]:
+    """The demo's five sources, one of each kind, on the fixture server at ``base_url``."""
+    from processing.sources import SourceConfig
+
+    return [
+        SourceConfig("demo-rss", "rss", f"{base_url}/rss.xml", 60 * 60_000),
+        SourceConfig("demo-atom", "atom", f"{base_url}/atom.xml", 60 * 60_000),
+        SourceConfig("demo-hn", "hackernews", f"{base_url}/hn/v0", 15 * 60_000, high_frequency=True),
+        SourceConfig("demo-reddit", "reddit", f"{base_url}/r/programming/hot.json", 30 * 60_000),
+        SourceConfig("demo-folder", "folder", str(folder), 60 * 60_000),
+    ]
+
+
+def stage_demo_folder(target: Path | None = None) -> Path:
+    """The folder fixtures, times filled in, under the storage root; returns the folder."""
+    folder = target or settings.storage_root / DEMO_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted((FIXTURES / "folder").iterdir()):
+        (folder / path.name).write_text(render_fixture(path.read_text(encoding="utf-8")), encoding="utf-8")
+    return folder
+
+
+_demo_server: FixtureServer | None = None
+_demo_message: str | None = None  # the run ``demo()`` started last
+
+
+def demo() -> list[str]:
+    """Collect the shipped fixtures from a local HTTP server, then process them and score the trends.
+
+    The server runs in this process (the cli's) until it exits; ``demo_report`` prints the trends.
+    Returns the message id of the ``collect_all_sources`` run.
+    """
+    global _demo_server, _demo_message
+    from actors.collection import collect_all_sources
+    from storage.collection import reset_source, sync_sources
+
+    if _demo_server is None:
+        _demo_server = FixtureServer()
+    stage_demo_folder()
+    configs = demo_configs(_demo_server.url)
+    sync_sources(configs, origin=DEMO_ORIGIN)
+    for config in configs:
+        # The server's port changes between demos: forget the previous one's errors and ETags.
+        reset_source(config.name)
+    message = collect_all_sources.send(force=True, origin=DEMO_ORIGIN, process_after=True)
+    _demo_message = message.message_id
+    return [message.message_id]
+
+
+def wait_for_run(message_id: str, *, timeout: float = 300.0, followup: bool = True) -> dict[str, Any]:
+    """The run of a ``collect_all_sources`` message once it closed (and its processing ended)."""
+    from middleware.job_status import flush
+    from storage.collection import get_run, run_for_message
+    from storage.jobs import get_job
+
+    deadline = time.monotonic() + timeout
+    while True:
+        run_id = run_for_message(message_id)
+        run = get_run(run_id) if run_id is not None else None
+        if run is not None and run["finished_at"] is not None:
+            if not followup or not run["process_after"]:
+                return run
+            if run["followup_id"]:
+                flush()
+                job = get_job(run["followup_id"])
+                if job is not None and job.state in ("succeeded", "failed", "dead", "cancelled"):
+                    return run
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"collection run of {message_id} did not finish within {timeout:g} s")
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+
+
+def collect_all(*, force: bool = False) -> str:
+    """Send ``collect_all_sources``; returns its message id (``run_for`` follows it)."""
+    from actors.collection import collect_all_sources
+
+    return str(collect_all_sources.send(force=force).message_id)
+
+
+def collect(name: str, *, process: bool = True) -> str:
+    """Collect one source (then process and score, with ``process``); returns the message id."""
+    from actors.collection import collect_and_process, collect_from_source
+
+    actor: Any = collect_and_process if process else collect_from_source
+    return str(actor.send(name).message_id)
+
+
+def run_for(message_id: str) -> dict[str, Any] | None:
+    from storage.collection import get_run, run_for_message
+
+    run_id = run_for_message(message_id)
+    return get_run(run_id) if run_id is not None else None
+
+
+def trends(limit: int = 30, state: str | None = None) -> list[dict[str, Any]]:
+    from storage.collection import list_trends
+
+    return list_trends(limit, state)
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    name: str
+    kind: str
+    status: str
+    success_rate: float | None
+    last_error: str | None
+    last_latency_ms: float | None
+    items_last_run: int | None
+    items_total: int
+    next_check_at: datetime | None
+
+
+def sources() -> list[SourceHealth]:
+    """Every known source with its health (after following ``sources.toml``)."""
+    from actors.collection import sync_configuration
+    from storage.collection import list_sources
+
+    sync_configuration()
+    return [
+        SourceHealth(
+            s.name,
+            s.kind,
+            s.status,
+            s.success_rate,
+            s.disabled_reason or s.last_error,
+            s.last_latency_ms,
+            s.last_items,
+            s.items_total,
+            s.next_check_at,
+        )
+        for s in list_sources()
+    ]
+
+
+def demo_run_id() -> str | None:
+    """The collection run ``demo()`` started, if it did."""
+    return _demo_message
