@@ -1,6 +1,7 @@
 """Documents benchmark: the worker path against direct library calls, in the same run.
 
-    python -m bench.documents [--text-pages 200] [--scanned-pages 20] [--chunks 256]
+    python -m bench.documents [--text-pages 200] [--scanned-pages 20] [--chunks 256] [--vectors 100000]
+    python -m bench.documents --search-only [--vectors 100000]
 
 Measures, on files it makes itself:
 
@@ -9,7 +10,11 @@ Measures, on files it makes itself:
   page by page;
 - pages/s of scanned pages: the extract + OCR jobs through the worker, against ``pdftoppm`` +
   ``pytesseract`` called page by page;
-- chunks embedded/s: batched (``EMBEDDING_BATCH_SIZE``) against one chunk per call.
+- chunks embedded/s: batched (``EMBEDDING_BATCH_SIZE``) against one chunk per call;
+- search latency over ``--vectors`` window vectors (384 dimensions, four windows a chunk) stored in the
+  database: ``search_chunks`` with its per-process matrix, against numpy brute force over the same vectors
+  already in memory (the floor), and against reading every vector from SQL for each query (what search
+  did before it kept a matrix). p50 and p95 over 200 queries (20 for the SQL read), milliseconds.
 
 The worker figures are wall-clock from send to the job's end as the producer sees it, so they include
 the queue, the job table and the document rows. Without ``VAR_DIR``/``STORAGE_ROOT``/``DATABASE_URL``
@@ -185,6 +190,115 @@ def bench_embeddings(count: int, model: str, batch_size: int, rounds: int = 3) -
     return {"batched_s": min(batched), "single_s": min(singles)}
 
 
+def _seed_vectors(total: int, model: str, *, windows_per_chunk: int = 4, chunks_per_document: int = 25) -> None:
+    """``total`` random unit vectors in indexed documents, written through the storage functions."""
+    import numpy as np
+
+    from storage import documents as store
+
+    rng = np.random.default_rng(11)
+    per_document = windows_per_chunk * chunks_per_document
+    for first in range(0, total, per_document):
+        count = min(per_document, total - first)
+        document_id = store.create_document(f"bench/search-{first // per_document}.txt")
+        chunks = -(-count // windows_per_chunk)
+        store.replace_chunks(
+            document_id,
+            (
+                store.ChunkRow(n, f"chunk {n} of document {document_id}", n * 4000, (n + 1) * 4000, 1)
+                for n in range(chunks)
+            ),
+        )
+        matrix = rng.standard_normal((count, 384)).astype(np.float32)
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        ids = [chunk_id for chunk_id, _ in store.chunks_of(document_id)]
+        store.replace_embeddings(
+            document_id,
+            model,
+            [
+                store.WindowVector(ids[n // windows_per_chunk], n % windows_per_chunk, 0, 1000, matrix[n])
+                for n in range(count)
+            ],
+        )
+        store.set_status(document_id, store.DocumentStatus.INDEXED)
+
+
+def _sql_brute_force(query: Any, model: str, k: int) -> list[int]:
+    """The search of earlier versions: every vector read from SQL for each query, then ranked in numpy."""
+    import numpy as np
+    from sqlalchemy import select
+
+    from storage import documents as store
+    from storage.db import session_scope
+
+    with session_scope() as session:
+        rows = session.execute(
+            select(store.DocumentVector.chunk_id, store.DocumentVector.vector)
+            .join(store.Document, store.Document.id == store.DocumentVector.document_id)
+            .where(store.DocumentVector.model == model, store.Document.status == "indexed")
+        ).all()
+    matrix = np.stack([store.vector_of(row.vector) for row in rows])
+    scores = matrix @ query
+    return [int(rows[i].chunk_id) for i in np.argsort(-scores)[:k]]
+
+
+def bench_search(total: int, model: str, k: int = 5) -> dict[str, float]:
+    import numpy as np
+
+    from storage import documents as store
+
+    started = time.perf_counter()
+    _seed_vectors(total, model)
+    seeded_s = time.perf_counter() - started
+    rng = np.random.default_rng(5)
+    queries = rng.standard_normal((200, 384)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+
+    load_s = _timed(lambda: store.search_chunks(queries[0], model=model, k=k))  # reads the matrix once
+    loaded = store.load_matrix(model)
+    assert len(loaded.matrix) == total, (len(loaded.matrix), total)
+    memory = np.array(loaded.matrix, copy=True)
+
+    def brute(query: Any) -> Any:
+        scores = memory @ query
+        return np.argpartition(-scores, k)[:k]
+
+    platform = [_timed(lambda q=q: store.search_chunks(q, model=model, k=k)) for q in queries]
+    numpy_only = [_timed(lambda q=q: brute(q)) for q in queries]
+    sql = [_timed(lambda q=q: _sql_brute_force(q, model, k)) for q in queries[:20]]
+
+    def pct(values: list[float], p: float) -> float:
+        return float(np.percentile(values, p) * 1000)
+
+    return {
+        "vectors": total,
+        "seed_s": seeded_s,
+        "first_query_ms": load_s * 1000,
+        "platform_p50_ms": pct(platform, 50),
+        "platform_p95_ms": pct(platform, 95),
+        "numpy_p50_ms": pct(numpy_only, 50),
+        "numpy_p95_ms": pct(numpy_only, 95),
+        "sql_p50_ms": pct(sql, 50),
+        "sql_p95_ms": pct(sql, 95),
+    }
+
+
+def print_search(figures: dict[str, float]) -> None:
+    print(f"search over {figures['vectors']:,} vectors (seeded in {figures['seed_s']:.0f} s)")
+    print(f"{'path':<44}{'p50 ms':>10}{'p95 ms':>10}")
+    for label, key in (
+        ("search_chunks (per-process matrix)", "platform"),
+        ("numpy brute force, matrix in memory", "numpy"),
+        ("every vector read from SQL per query", "sql"),
+    ):
+        print(f"{label:<44}{figures[key + '_p50_ms']:>10.1f}{figures[key + '_p95_ms']:>10.1f}")
+    print(f"first query, which reads the matrix: {figures['first_query_ms']:.0f} ms")
+    print(
+        f"search_chunks / numpy p50 = {figures['platform_p50_ms'] / figures['numpy_p50_ms']:.2f}x; "
+        f"SQL read / search_chunks p50 = {figures['sql_p50_ms'] / figures['platform_p50_ms']:.1f}x"
+    )
+
+
 def _rate(value: float) -> str:
     return f"{value:,.2f}" if value < 10 else f"{value:,.1f}"
 
@@ -194,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-pages", type=int, default=200)
     parser.add_argument("--scanned-pages", type=int, default=20)
     parser.add_argument("--chunks", type=int, default=256)
+    parser.add_argument("--vectors", type=int, default=100_000, help="window vectors for the search figures")
+    parser.add_argument("--search-only", action="store_true", help="measure search only (no worker needed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -203,6 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     from storage.db import migrate
 
     migrate()
+    if args.search_only:
+        search = bench_search(args.vectors, settings.embedding_model)
+        print_search(search)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"search": search}, indent=2))
+        return 0
     settings.storage_root.mkdir(parents=True, exist_ok=True)
     actors.broker.flush("documents")
     with worker_process(settings.var_dir / "bench-worker.log"):
@@ -211,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         scanned = bench_scanned(args.scanned_pages, settings.storage_root, settings.ocr_language)
     flush()
     embeddings = bench_embeddings(args.chunks, settings.embedding_model, settings.embedding_batch_size)
+    search = bench_search(args.vectors, settings.embedding_model)
 
     rows = [
         ("text PDF pages/s", args.text_pages, text["direct_s"], text["worker_s"], "pypdf", "worker"),
@@ -250,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     load = os.getloadavg()
     print(f"{os.cpu_count()} CPUs, load average {load[0]:.1f} during the run (figures are noisier above ~1).")
+    print_search(search)
+    figures["search"] = search
     figures["cpus"], figures["load_average"] = os.cpu_count(), round(load[0], 2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
