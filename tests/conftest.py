@@ -1,8 +1,8 @@
 """Test set-up: a private var dir, storage root and database per session, real Redis, real workers.
 
 The environment is set here, before anything imports ``settings``, so the whole session reads it.
-``TEST_REDIS_URL`` picks the Redis (default: database 15 of the local server, or an embedded server when
-none answers); ``TEST_DATABASE_URL`` picks PostgreSQL instead of a fresh SQLite file.
+``TEST_REDIS_URL`` picks the Redis (default: a database of the local server that no other session holds,
+or an embedded server when none answers); ``TEST_DATABASE_URL`` picks PostgreSQL instead of a fresh SQLite file.
 """
 
 from __future__ import annotations
@@ -65,10 +65,52 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_ROOT / "var" / "metrics")
 os.environ["METRICS_PORT"] = str(_free_port())
 os.environ["SCHEDULER_METRICS_PORT"] = str(_free_port())
 os.environ["JOB_FLUSH_INTERVAL_MS"] = "20"
-os.environ.pop("BROKER_URL", None)
-os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL") or (
-    "redis://127.0.0.1:6379/15" if _local_redis_answers() else "embedded"
-)
+# TEST_BROKER_URL=amqp://... runs the session on RabbitMQ (Redis still holds cancels, rate limits, results
+# and the worker registry); `make test` runs the middleware suite that way too.
+if os.environ.get("TEST_BROKER_URL"):
+    os.environ["BROKER_URL"] = os.environ["TEST_BROKER_URL"]
+else:
+    os.environ.pop("BROKER_URL", None)
+#: Databases of the local Redis a session may lease (the benchmarks use 13 and 14, the demo 0).
+_LEASABLE_REDIS_DATABASES = (15, 12, 11, 10, 9, 8, 7, 6)
+_LEASE_KEY = "taskforge:test-session"
+_LEASE_TTL_S = 4 * 3600
+
+
+def _lease_redis_database() -> str:
+    """A database of the local Redis no other test session is using, held until this one exits.
+
+    Two sessions on one database (a local run beside a CI run) empty each other's queues, take each
+    other's messages and adopt each other's job outcomes into the wrong table.
+    """
+    import atexit
+
+    import redis
+
+    owner = f"{socket.gethostname()}:{os.getpid()}:{_ROOT.name}"
+    for number in _LEASABLE_REDIS_DATABASES:
+        client = redis.Redis(host="127.0.0.1", port=6379, db=number)
+        if client.set(_LEASE_KEY, owner, nx=True, ex=_LEASE_TTL_S):
+
+            def release(client: redis.Redis = client) -> None:
+                if client.get(_LEASE_KEY) == owner.encode():
+                    client.delete(_LEASE_KEY)
+
+            atexit.register(release)
+            os.environ["TEST_REDIS_LEASE"] = owner
+            return f"redis://127.0.0.1:6379/{number}"
+    raise RuntimeError(
+        f"every test database of the local Redis ({_LEASABLE_REDIS_DATABASES}) is leased by another "
+        f"session (key {_LEASE_KEY!r}); set TEST_REDIS_URL to pick one"
+    )
+
+
+if os.environ.get("TEST_REDIS_URL"):
+    os.environ["REDIS_URL"] = os.environ["TEST_REDIS_URL"]
+elif _local_redis_answers():
+    os.environ["REDIS_URL"] = _lease_redis_database()
+else:
+    os.environ["REDIS_URL"] = "embedded"
 if os.environ.get("TEST_DATABASE_URL"):
     os.environ["DATABASE_URL"] = _postgres_test_database(os.environ["TEST_DATABASE_URL"])
 else:
@@ -77,9 +119,16 @@ for _path in ("storage", "var/cache", "var/metrics"):
     (_ROOT / _path).mkdir(parents=True, exist_ok=True)
 
 
+#: For tests of the Redis broker's own keys and scripts, skipped in a session on RabbitMQ.
+redis_broker_only = pytest.mark.skipif(
+    bool(os.environ.get("BROKER_URL")), reason="reads or writes the Redis broker's own keys"
+)
+
+
 @pytest.fixture(scope="session")
 def broker():  # type: ignore[no-untyped-def]
-    """The project's broker on real Redis, with every actor registered and the schema migrated."""
+    """The project's broker (Redis, or RabbitMQ with TEST_BROKER_URL), with every actor registered and the
+    schema migrated; queues and the test Redis database are emptied first."""
     from broker import redis_client_for
     from storage.db import migrate
 
@@ -89,6 +138,9 @@ def broker():  # type: ignore[no-untyped-def]
     client = redis_client_for(actors.broker)
     assert client is not None, client_url
     client.flushdb()
+    if os.environ.get("TEST_REDIS_LEASE"):
+        client.set(_LEASE_KEY, os.environ["TEST_REDIS_LEASE"], ex=_LEASE_TTL_S)  # the flush took it
+    actors.broker.flush_all()
     migrate()
     return actors.broker
 

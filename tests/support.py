@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from storage.models import FINISHED_STATES, Job
 
@@ -21,6 +23,13 @@ def wait_until(predicate: Callable[[], T], timeout: float = 30.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s: {predicate}")
         time.sleep(interval)
+
+
+def dead_letters(broker: Any, queue: str = "default") -> int:
+    """How many messages the broker holds in ``queue``'s dead-letter queue (Redis or RabbitMQ)."""
+    from broker import queue_depths
+
+    return queue_depths(broker, (queue,))[queue][2]
 
 
 def job(message_id: str) -> Job | None:
@@ -43,3 +52,45 @@ def wait_for_job(message_id: str, timeout: float = 60.0, states: frozenset[str] 
     row = wait_until(reached, timeout=timeout)
     assert row is not None
     return row
+
+
+class EnqueueRecorder:
+    """Every message a broker enqueues, with the delay it was given (ms), in the order sent.
+
+    Tests read what the middleware *scheduled* here instead of measuring how long things took: a
+    measured duration depends on how busy the machine is, the delay a middleware chose does not.
+    """
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, int | None]] = []  # (actor name, message id, delay ms)
+        self._lock = threading.Lock()
+
+    def delays(self, message_id: str) -> list[int]:
+        """The delays of the re-enqueues of one message (a first send without delay is left out)."""
+        with self._lock:
+            return [delay for _, sent_id, delay in self.sent if sent_id == message_id and delay]
+
+    def delayed(self, actor_name: str) -> list[tuple[str, int]]:
+        """(message id, delay) of every delayed enqueue of an actor's messages."""
+        with self._lock:
+            return [(sent_id, delay) for name, sent_id, delay in self.sent if name == actor_name and delay]
+
+
+@contextlib.contextmanager
+def recording_enqueues(broker: Any) -> Iterator[EnqueueRecorder]:
+    """Record what ``broker`` enqueues while the block runs (the middleware is removed afterwards)."""
+    from dramatiq.middleware import Middleware
+
+    recorder = EnqueueRecorder()
+
+    class _Record(Middleware):
+        def after_enqueue(self, broker: Any, message: Any, delay: int | None) -> None:
+            with recorder._lock:
+                recorder.sent.append((message.actor_name, message.message_id, delay))
+
+    middleware = _Record()
+    broker.middleware.append(middleware)
+    try:
+        yield recorder
+    finally:
+        broker.middleware.remove(middleware)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import wait_for_job, wait_until
+from tests.support import job, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DRAMATIQ = str(Path(sys.executable).parent / "dramatiq")
@@ -40,6 +41,11 @@ def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     process.wait(30)
 
 
+def _state(message_id: str) -> str | None:
+    row = job(message_id)
+    return row.state if row is not None else None
+
+
 def test_a_sigkilled_workers_jobs_all_complete_on_another_worker(broker, redis_client, capsys):
     from tests.core.sample_actors import slow_counts
 
@@ -58,18 +64,44 @@ def test_a_sigkilled_workers_jobs_all_complete_on_another_worker(broker, redis_c
         second = _start_worker()
         try:
             # Then every job completes on the other worker
-            wait_until(lambda: redis_client.scard(key) == 12, timeout=60)
+            wait_until(lambda: redis_client.scard(key) == 12, timeout=120)
             recovered_after = time.monotonic() - killed_at
             # And every job row ends succeeded: outcomes the killed worker acknowledged but had not
             # written yet are adopted by the live worker
-            for message in messages:
-                assert wait_for_job(message.message_id).state == "succeeded"
+            ids = [message.message_id for message in messages]
+            try:
+                wait_until(lambda: all(_state(i) == "succeeded" for i in ids), timeout=120)
+            except AssertionError:
+                raise AssertionError(f"job rows not succeeded: {[(i, _state(i)) for i in ids]}") from None
         finally:
             _stop(second)
     finally:
         _stop(first, signal.SIGKILL)
     with capsys.disabled():
         print(f"\n  all 12 jobs done {recovered_after:.1f} s after the SIGKILL ({done_before} were done before it)")
+
+
+def test_the_worker_registry_forgets_workers_silent_for_an_hour_and_keeps_the_recent_ones(worker, broker, redis_client):
+    from dramatiq.common import current_millis
+
+    from broker import GONE_WORKERS_KEPT_MS, workers_key
+
+    # Given the registry of a machine whose killed workers never said goodbye: one silent for longer than
+    # the registry keeps them, one gone a minute ago, and an entry no worker could have written
+    now = current_millis()
+    entry = {"host": "old-machine", "pid": 1, "queues": ["default"]}
+    redis_client.hset(workers_key(), "long-gone", json.dumps({**entry, "seen": now - GONE_WORKERS_KEPT_MS - 60_000}))
+    redis_client.hset(workers_key(), "just-gone", json.dumps({**entry, "seen": now - 60_000}))
+    redis_client.hset(workers_key(), "garbage", "not json")
+
+    # When the live worker's heartbeat thread next prunes it
+    wait_until(lambda: not redis_client.hexists(workers_key(), "long-gone"), timeout=60)
+
+    # Then the old entries are gone, the recent one stays for `cli workers --all`, and so does the live one
+    assert not redis_client.hexists(workers_key(), "garbage")
+    assert redis_client.hexists(workers_key(), "just-gone")
+    assert redis_client.hexists(workers_key(), broker.broker_id)
+    redis_client.hdel(workers_key(), "just-gone")
 
 
 def _port_answers(port: int) -> bool:
@@ -132,9 +164,10 @@ def test_an_embedded_redis_is_started_shared_and_stopped_with_its_last_user(tmp_
     assert _port_answers(port)
     second.stdin.close()
     second.wait(30)
-    wait_until(lambda: not _port_answers(port), timeout=10)
+    wait_until(lambda: not _port_answers(port), timeout=30)
 
 
+@pytest.mark.rabbitmq
 @pytest.mark.skipif(not _port_answers(5672), reason="no RabbitMQ on 127.0.0.1:5672")
 def test_a_rabbitmq_broker_runs_jobs_through_the_same_middleware(tmp_path):
     script = textwrap.dedent(

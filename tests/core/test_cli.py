@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import redis_broker_only
 from tests.support import wait_for_job, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,21 +73,25 @@ def test_jobs_status_and_cancel_show_the_job_table(worker):
 
     cancel = cli("cancel", message.message_id)
     assert cancel.returncode == 0
-    assert "already ended succeeded" in cancel.stdout
+    assert "not cancelled: the job ended succeeded" in cancel.stdout
 
     unknown = cli("status", "nope")
     assert unknown.returncode == 1 and unknown.stderr.strip() == "error: no job with id 'nope'"
     bad_state = cli("jobs", "--state", "exploded")
     assert bad_state.returncode == 1 and "--state must be one of" in bad_state.stderr
+    bad_since = cli("jobs", "--since", "yesterday")
+    expected = "error: --since must look like 30m, 2h, 7d or an ISO date, got 'yesterday'"
+    assert bad_since.returncode == 1 and bad_since.stderr.strip() == expected
 
 
+@redis_broker_only
 def test_dead_letters_can_be_listed_replayed_and_purged(worker, redis_client):
     from tests.core.sample_actors import always_fails
 
     key = f"test:{uuid.uuid4().hex}"
     dead = always_fails.send(key)
     assert wait_for_job(dead.message_id, timeout=30).state == "dead"
-    wait_until(lambda: redis_client.zcard("dramatiq:default.XQ") >= 1, timeout=5)
+    wait_until(lambda: redis_client.zcard("dramatiq:default.XQ") >= 1, timeout=30)
 
     listing = cli("dead-letters", "list", "--queue", "default")
     assert dead.message_id in listing.stdout and "always_fails" in listing.stdout

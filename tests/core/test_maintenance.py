@@ -9,7 +9,8 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from tests.support import wait_for_job
+from tests.conftest import redis_broker_only
+from tests.support import job, wait_for_job, wait_until
 
 
 def test_cleanup_cache_deletes_only_files_older_than_the_retention(worker):
@@ -34,6 +35,42 @@ def test_cleanup_cache_deletes_only_files_older_than_the_retention(worker):
     assert not old.exists() and fresh.exists()
 
 
+def test_the_media_download_cache_is_pruned_by_the_media_queue_and_left_alone_by_the_general_cleanup(worker):
+    from actors.maintenance import cleanup_cache
+    from actors.media import cleanup_media_cache
+    from settings import settings
+    from storage.media import cached_download, remember_download
+
+    # Given an old and a fresh download in the media cache, each with its cache entry
+    key = uuid.uuid4().hex
+    old = settings.cache_dir / "media" / f"old-{key}" / "audio.m4a"
+    fresh = settings.cache_dir / "media" / f"fresh-{key}" / "audio.m4a"
+    for path in (old, fresh):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"a" * 50)
+        remember_download(path.parent.name, url=f"https://example.org/{path.parent.name}", path=path)
+    eight_days_ago = time.time() - 8 * 86400
+    os.utime(old, (eight_days_ago, eight_days_ago))
+
+    # When the general cleanup runs (the maintenance queue, where no download lives in a deployment)
+    assert wait_for_job(cleanup_cache.send().message_id).state == "succeeded"
+
+    # Then it leaves the media cache to the media workers
+    assert old.exists() and fresh.exists()
+
+    # When the media cache cleanup runs, on the media queue
+    assert cleanup_media_cache.queue_name == "media"
+    row = wait_for_job(cleanup_media_cache.send().message_id)
+
+    # Then the old download is gone with its entry, and the fresh one is still served from the cache
+    assert row.state == "succeeded"
+    assert json.loads(row.result or "{}")["cache_entries_forgotten"] >= 1
+    assert not old.exists() and fresh.exists()
+    assert cached_download(f"old-{key}") is None
+    assert cached_download(f"fresh-{key}") == fresh
+
+
+@redis_broker_only  # reads the Redis broker's own keys; with RabbitMQ the reaper cannot see messages
 def test_the_reaper_fails_a_job_stuck_running_and_sends_it_again(worker, redis_client):
     from actors.maintenance import reap_stuck_jobs
     from middleware.job_status import flush, writer
@@ -65,6 +102,81 @@ def test_the_reaper_fails_a_job_stuck_running_and_sends_it_again(worker, redis_c
     assert job_id in json.loads(row.result or "{}")["resent"]
     assert wait_for_job(job_id, states=frozenset({"succeeded"})).attempts == 2
     assert redis_client.llen(f"{key}:attempts") == 1
+
+
+def _backdate_running(job_id: str, actor: str, args: list[object], attempts: int = 1) -> None:
+    """Make a job's row look as if its attempt began an hour ago and never ended."""
+    from middleware.job_status import flush, writer
+
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    writer.record(
+        {
+            "id": job_id,
+            "seq": attempts * 10 + 1,
+            "state": "running",
+            "actor": actor,
+            "queue": "default",
+            "args": json.dumps({"args": args, "kwargs": {}}),
+            "attempts": attempts,
+            "enqueued_at": an_hour_ago,
+            "started_at": an_hour_ago,
+            "updated_at": an_hour_ago,
+        }
+    )
+    flush()
+
+
+def _copies_in_broker(redis_client, message_id: str) -> int:
+    return sum(
+        json.loads(data)["message_id"] == message_id
+        for name in ("default", "default.DQ")
+        for data in redis_client.hvals(f"dramatiq:{name}.msgs")
+    )
+
+
+@redis_broker_only  # reads the Redis broker's own keys; with RabbitMQ the reaper cannot see messages
+def test_the_reaper_never_resends_a_job_whose_message_waits_in_the_delay_queue(worker, redis_client):
+    from actors.maintenance import reap_stuck_jobs
+    from tests.core.sample_actors import slow_records
+
+    # Given a job whose message waits in the delay queue (as a rate-limited one does) while its row
+    # says it has been running for an hour
+    key = f"test:{uuid.uuid4().hex}"
+    message = slow_records.send_with_options(args=(key, 0), delay=600_000)
+    _backdate_running(message.message_id, slow_records.actor_name, [key, 0])
+
+    # When the reaper runs
+    row = wait_for_job(reap_stuck_jobs.send().message_id)
+
+    # Then it leaves the job alone: not failed, not sent again
+    result = json.loads(row.result or "{}")
+    assert message.message_id not in result["reaped"] + result["resent"]
+    assert message.message_id in result["still_in_broker"]
+    assert job(message.message_id).state == "running"  # type: ignore[union-attr]
+    assert _copies_in_broker(redis_client, message.message_id) == 1
+    assert redis_client.llen(f"{key}:runs") == 0
+
+
+def test_the_reaper_never_resends_a_job_a_live_worker_is_running(worker, redis_client):
+    from actors.maintenance import reap_stuck_jobs
+    from tests.core.sample_actors import slow_records
+
+    # Given a job a live worker holds and runs, whose row looks stuck for an hour
+    key = f"test:{uuid.uuid4().hex}"
+    message = slow_records.send(key, 3.0)
+    wait_until(lambda: redis_client.llen(f"{key}:runs") == 1, timeout=30)
+    _backdate_running(message.message_id, slow_records.actor_name, [key, 3.0])
+
+    # When the reaper runs while the job is still running
+    row = wait_for_job(reap_stuck_jobs.send().message_id)
+    result = json.loads(row.result or "{}")
+    assert message.message_id not in result["reaped"] + result["resent"]
+    assert message.message_id in result["still_in_broker"]
+
+    # Then the job ends as its one attempt did, and it ran once
+    finished = wait_for_job(message.message_id, timeout=30)
+    assert (finished.state, finished.attempts) == ("succeeded", 1)
+    assert redis_client.llen(f"{key}:runs") == 1
 
 
 def test_prune_old_data_removes_finished_jobs_past_the_retention(worker):
@@ -175,9 +287,10 @@ def test_an_urgent_message_goes_through_the_priority_queue(worker):
 def test_an_urgent_message_runs_before_messages_a_busy_worker_already_holds(broker, redis_client):
     import dramatiq
 
+    from broker import queue_depths
     from pipelines import send_urgent
     from tests.conftest import stop_worker
-    from tests.core.sample_actors import records_order, slow_counts
+    from tests.core.sample_actors import holds_until_released, records_order
 
     key = f"test:{uuid.uuid4().hex}"
     broker.flush_all()
@@ -185,15 +298,18 @@ def test_an_urgent_message_runs_before_messages_a_busy_worker_already_holds(brok
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
     worker.start()
     try:
-        blocker = slow_counts.send(f"{key}:blocker", "x", 1.0)
-        wait_for_job(blocker.message_id, states=frozenset({"running"}))
+        blocker = holds_until_released.send(f"{key}:blocker")
+        wait_until(lambda: redis_client.get(f"{key}:blocker:holding"), timeout=60)
         ordinary = [records_order.send(key, f"ordinary-{index}") for index in range(4)]
-        time.sleep(0.2)
-        # When an urgent message arrives
+        # (the worker has fetched at least one of them into its own work queue)
+        wait_until(lambda: queue_depths(broker)["default"][0] < len(ordinary), timeout=60)
+        # When an urgent message arrives, and only after the worker took it is the thread free
         urgent = send_urgent(records_order, key, "urgent")
+        wait_until(lambda: queue_depths(broker)["priority"][0] == 0, timeout=60)
+        redis_client.rpush(f"{key}:blocker:release", 1)
 
         # Then it runs as soon as the thread is free, before the ordinary ones that were waiting
-        for message in [*ordinary, urgent]:
+        for message in [blocker, *ordinary, urgent]:
             wait_for_job(message.message_id)
     finally:
         stop_worker(broker, worker)

@@ -275,7 +275,8 @@ def test_cli_search_prints_the_best_chunks(worker: Any, storage_root: Path, caps
     # Given an indexed document and the cli's parser with the documents subcommands
     import argparse
 
-    from pipelines.documents import ingest_document, register_cli
+    from cli.documents import register_cli
+    from pipelines.documents import ingest_document
 
     folder = fresh_dir(storage_root)
     (folder / "engine.txt").write_text(ENGINE, encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import uuid
 from datetime import timedelta
@@ -75,7 +76,9 @@ def market(broker: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_the_demo_imports_real_prices_and_refreshes_every_asset_with_a_chart(market: Any, worker: Any) -> None:
+def test_the_demo_imports_real_prices_and_refreshes_every_asset_with_a_chart(
+    market: Any, worker: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pipelines.market import demo
     from storage import market as store
 
@@ -92,6 +95,48 @@ def test_the_demo_imports_real_prices_and_refreshes_every_asset_with_a_chart(mar
         asset = store.get_asset_by_symbol(symbol)
         assert asset is not None and asset.chart_path is not None and Path(asset.chart_path).exists()
         assert count_rows(store.IndicatorRow, asset_id=asset.id) == 100
+
+    # And the demo's report shows the run with its children: every step of every asset, and the signals
+    from cli.market import demo_report
+    from middleware.job_status import flush
+
+    flush()
+    demo_report()
+    report = capsys.readouterr().out.splitlines()
+    assets = len(chart_ids)
+    assert report[1].startswith("market run ") and f": {assets} assets, {assets} succeeded, 0 failed" in report[1]
+    assert [line.split()[:3] for line in report[2:5]] == [
+        [step, str(assets), "succeeded"] for step in ("indicators", "signals", "chart")
+    ]
+    assert report[5].split()[0] == "signals" and "active" in report[5]
+
+
+def test_the_demo_report_counts_a_step_sent_in_the_runs_first_millisecond(
+    market: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pipelines.market
+    from cli.market import demo_report
+    from middleware.job_status import flush, writer
+    from storage import market as store
+
+    # Given a run, and a step whose message Dramatiq stamped in the run's first millisecond (message
+    # times are whole milliseconds, so it reads as up to 1 ms older than the run)
+    run_id = store.create_run("refresh", 1)
+    info = store.get_run(run_id)
+    assert info is not None
+    stamped = info.started_at.replace(microsecond=info.started_at.microsecond // 1000 * 1000)
+    job_id = str(uuid.uuid4())
+    writer.record({"id": job_id, "seq": 11, "state": "queued", "actor": "compute_indicators", "queue": "market",
+                   "enqueued_at": stamped.timestamp(), "attempts": 0, "updated_at": stamped.timestamp()})  # fmt: skip
+    flush()
+    monkeypatch.setattr(pipelines.market, "_demo_run", run_id)
+
+    # When the demo's report is printed
+    demo_report()
+
+    # Then the step is counted with its run
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split()[:3] == ["indicators", "1", "queued"], lines
 
 
 def test_importing_a_price_file_stores_every_bar_and_a_second_import_changes_nothing(
@@ -168,7 +213,8 @@ def test_a_bad_price_file_fails_the_job_with_its_line_and_stores_none_of_its_row
     # Then the job failed, without retries, naming the line and the problem; no asset and no bar was stored
     assert job.state == "failed"
     assert job.attempts == 1
-    assert f"{symbol}.csv line {line}: " in (job.error_message or "")
+    assert f"{symbol}.csv " in (job.error_message or "")
+    assert re.search(rf"line {line}( \({symbol}\))?: ", job.error_message or ""), job.error_message
     assert words in (job.error_message or "")
     assert "no rows of this file were stored" in (job.error_message or "")
     assert store.get_asset_by_symbol(symbol) is None
@@ -406,17 +452,17 @@ def test_signals_read_only_the_indicator_columns_their_rules_need(market: Any, w
 
 
 def test_refreshing_the_market_is_indicators_then_signals_and_a_rerun_is_idempotent(market: Any, worker: Any) -> None:
-    from pipelines.market import refresh_market, wait_for_refresh
+    from pipelines.market import refresh_market
     from storage import market as store
 
     # Given 12 assets with long histories
     ids = [seed_asset(unique_symbol("REF"), random_walk(700, seed=200 + i)) for i in range(12)]
 
     # When the market is refreshed, and refreshed again
-    first = wait_for_refresh(refresh_market(), timeout=180)
+    first = refresh_market().wait(timeout=180)
     indicators_after_first = {a: store.load_indicators(a) for a in ids}
     signals_after_first = {a: store.list_signals(asset_id=a) for a in ids}
-    second = wait_for_refresh(refresh_market(), timeout=180)
+    second = refresh_market().wait(timeout=180)
 
     # Then each run covered every asset and succeeded; every asset has indicators and signals,
     # and the second run left the same rows
@@ -431,7 +477,7 @@ def test_refreshing_the_market_is_indicators_then_signals_and_a_rerun_is_idempot
 def test_refreshing_one_asset_runs_its_pipeline_and_draws_its_chart(market: Any, worker: Any) -> None:
     from PIL import Image
 
-    from pipelines.market import refresh_market, wait_for_refresh
+    from pipelines.market import refresh_market
     from storage import market as store
 
     # Given one asset
@@ -439,9 +485,14 @@ def test_refreshing_one_asset_runs_its_pipeline_and_draws_its_chart(market: Any,
     asset_id = seed_asset(symbol, random_walk(500, seed=77))
 
     # When it alone is refreshed with a chart
-    run = wait_for_refresh(refresh_market(asset_id, chart=True), timeout=120)
+    handle = refresh_market(asset_id, chart=True)
+    run = handle.wait(timeout=120)
 
-    # Then the run covered one asset and the chart's path is recorded and is a PNG
+    # Then the run's handle counts its children (indicators, signals, chart: all succeeded)
+    status = handle.status()
+    assert status.state == "succeeded"
+    assert status.children == {"succeeded": 3}
+    # And the run covered one asset and the chart's path is recorded and is a PNG
     assert (run.total, run.outcome) == (1, "succeeded")
     asset = store.get_asset(asset_id)
     assert asset is not None and asset.chart_path is not None
@@ -453,14 +504,14 @@ def test_refreshing_one_asset_runs_its_pipeline_and_draws_its_chart(market: Any,
 def test_the_cli_imports_a_file_and_shows_a_chart(
     market: Any, worker: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipelines.market import register_cli
+    from cli.market import register_cli
 
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers())
 
     # Given a CSV anywhere on the machine, for one symbol, with no symbol column
     symbol = unique_symbol("CLI")
-    bars = random_walk(80, seed=5)
+    bars = random_walk(260, seed=5)  # more than the longest indicator window (SMA 200)
     path = tmp_path / "one.csv"
     lines = ["date,open,high,low,close,volume"] + [
         f"{ts.date().isoformat()},{r.open},{r.high},{r.low},{r.close},{int(r.volume)}" for ts, r in bars.iterrows()
@@ -475,7 +526,7 @@ def test_the_cli_imports_a_file_and_shows_a_chart(
 
     # Then the import reported its bars and the chart command printed an existing PNG's path
     out = capsys.readouterr().out.strip().splitlines()
-    assert '"bars": 80' in out[0]
+    assert '"bars": 260' in out[0]
     assert out[-1].endswith(".png") and Path(out[-1]).exists()
 
     # And an unknown symbol is an error, not a crash

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,3 +153,74 @@ def test_compose_wires_prometheus_and_grafana_to_the_files_of_this_repository() 
     quick = services["worker-quick"]["command"]
     assert "media" not in quick and "documents" not in quick
     assert services["scheduler"]["command"] == ["python", "scheduler.py"]
+
+
+def _resolved_compose() -> dict[str, Any]:
+    compose_binary = _compose_binary()
+    assert compose_binary is not None, "no docker-compose binary: run `make setup`"
+    resolved = subprocess.run(
+        [compose_binary, "--env-file", str(REPO / ".env.example"), "-f", str(REPO / "docker" / "compose.yaml"),
+         "config", "--format", "json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return dict(json.loads(resolved.stdout)["services"])
+
+
+def _served_queues(service: dict[str, Any]) -> set[str]:
+    command = list(service.get("command") or [])
+    # `python -m worker` (the supervising entry point) takes dramatiq's own arguments.
+    if command[:3] == ["python", "-m", "worker"]:
+        command = ["dramatiq", *command[3:]]
+    if command[:2] != ["dramatiq", "actors"]:
+        return set()
+    if "-Q" not in command:
+        from settings import QUEUES
+
+        return set(QUEUES)
+    return set(command[command.index("-Q") + 1 :])
+
+
+def test_compose_keeps_backups_and_caches_on_volumes_where_the_actors_that_use_them_run(broker: Any) -> None:
+    from actors import maintenance, media
+
+    # Given the compose file as compose resolves it, and the actors that write and prune files
+    services = _resolved_compose()
+    workers = {name: _served_queues(service) for name, service in services.items() if _served_queues(service)}
+
+    def serving(queue: str) -> list[str]:
+        return [name for name, queues in workers.items() if queue in queues]
+
+    def named_volumes(name: str) -> dict[str, str]:
+        return {v["target"]: v["source"] for v in services[name].get("volumes", []) if v["type"] == "volume"}
+
+    # Then every queue is served by exactly one worker group
+    from settings import QUEUES
+
+    assert sorted(queue for queues in workers.values() for queue in queues) == sorted(QUEUES)
+
+    # And the group that runs backup_database keeps BACKUPS_DIR on a named volume
+    (backup_group,) = serving(maintenance.backup_database.queue_name)
+    backups_dir = services[backup_group]["environment"]["BACKUPS_DIR"]
+    assert backups_dir in named_volumes(backup_group)
+
+    # And the media download cache is a volume of the group that downloads into it, which is also the
+    # group that prunes it; the general cache cleanup leaves that folder to it
+    (media_group,) = serving(media.process_youtube_video.queue_name)
+    media_cache = f"{services[media_group]['environment']['CACHE_DIR']}/media"
+    assert media_cache in named_volumes(media_group)
+    assert serving(media.cleanup_media_cache.queue_name) == [media_group]
+    assert {"media": media.cleanup_media_cache.actor_name} == maintenance.CACHES_PRUNED_ELSEWHERE
+    # and no other group mounts a cache it does not prune
+    for name in workers:
+        if name != media_group:
+            assert not any(target.startswith(media_cache) for target in named_volumes(name)), name
+
+    # And every folder a volume is mounted on exists in the image, owned by the app's user, so that a
+    # fresh named volume is writable by it
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    made = re.search(r"mkdir -p ([^&]+)&& chown -R app:app", dockerfile)
+    assert made is not None
+    made_dirs = set(made.group(1).replace("\\", " ").split())
+    for name in workers:
+        for target in named_volumes(name):
+            assert target in made_dirs, (name, target)

@@ -324,3 +324,22 @@ def test_a_missed_run_whose_send_fails_on_restart_is_retried_and_sent_once(
     # Then 10:00 was sent exactly once
     assert sender.sent == [(name, utc("2026-01-05 10:00:00"))]
     second.close()
+
+
+def test_schedule_state_counts_each_tick_sent_late_once() -> None:
+    from scheduler import record_state
+
+    # Given a schedule whose ticks were sent on time, late, late again (that write retried), and late
+    name = actor_name("counted")
+    record_state(name, utc("2026-01-05 09:00:00"), MISFIRED)
+    record_state(name, utc("2026-01-05 10:00:00"), FIRED)
+    record_state(name, utc("2026-01-05 11:00:00"), MISFIRED)
+    record_state(name, utc("2026-01-05 11:00:00"), MISFIRED)
+    record_state(name, utc("2026-01-05 12:00:00"), BEYOND_GRACE)
+    record_state(name, utc("2026-01-05 13:00:00"), MISFIRED)
+    # And an older tick recorded after a newer one
+    record_state(name, utc("2026-01-05 08:00:00"), MISFIRED)
+
+    # Then the late ticks are counted, each once, and the last tick is the newest
+    record = load_state()[name]
+    assert (record.misfires, record.last_outcome, record.last_fire_at) == (3, MISFIRED, utc("2026-01-05 13:00:00"))

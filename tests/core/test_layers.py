@@ -1,0 +1,39 @@
+"""`pipelines` is the library; the CLI is a thin layer over it, never the other way round."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_pipelines_import_neither_argparse_nor_the_cli():
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_imported_modules(path) & {"argparse", "cli"})
+        for path in sorted((ROOT / "pipelines").glob("*.py"))
+    }
+
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_every_command_family_registers_its_commands():
+    import cli
+
+    for name in cli.FAMILIES:
+        module = __import__(name, fromlist=["register_cli"])
+        assert callable(getattr(module, "register_cli", None)), name
+    commands = cli.build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"submit", "jobs", "demo", "search", "transcribe", "import-prices", "extract-strategy", "trends"} <= set(
+        commands
+    )
