@@ -3,24 +3,44 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Tools the processing code runs (OCR, PDF rendering, media), speech for test clips, and the
-# deployment checks (promtool, node for the dashboard type check), pg_dump for backups on PostgreSQL.
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng poppler-utils ffmpeg espeak-ng prometheus fonts-dejavu-core nodejs npm postgresql-client
-SYSTEM_TOOLS := tesseract pdftoppm ffmpeg ffprobe espeak-ng promtool node npm pg_dump
-POSTGRES_TEST_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
+# deployment checks (promtool, node for the dashboard type check), pg_dump for backups on PostgreSQL,
+# Chromium for the console's browser tests (Playwright drives Debian's build; it downloads none).
+# Each tool maps to the Debian package that provides it; only the packages of missing tools are
+# installed, so a working node/npm from elsewhere (NodeSource bundles npm) is never replaced.
+SYSTEM_TOOLS := tesseract:tesseract-ocr pdftoppm:poppler-utils ffmpeg:ffmpeg ffprobe:ffmpeg \
+	espeak-ng:espeak-ng promtool:prometheus node:nodejs npm:npm pg_dump:postgresql-client \
+	chromium:chromium file:file
+# Packages the tools need but that provide no command of their own.
+APT_EXTRAS := tesseract-ocr-eng fonts-dejavu-core libmagic1
+# The password is planted: trust auth ignores it, and tests/core/test_security.py proves it leaks nowhere.
+POSTGRES_TEST_URL ?= postgresql+psycopg2://postgres:planted-pg-password@127.0.0.1:5432/test
+RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
+# The middleware suite (retries, time limits, callbacks, job status, cancel, rate limits, metrics,
+# maintenance), run again with RabbitMQ as the broker.
+MIDDLEWARE_TESTS := tests/core/test_job_lifecycle.py tests/core/test_cancel_and_rate_limit.py \
+	tests/core/test_time_limits.py tests/core/test_metrics.py tests/core/test_maintenance.py \
+	tests/core/test_cli.py tests/core/test_broker_recovery.py
 
-.PHONY: setup system-packages demo test test-sqlite test-postgres lint format bench check-deploy worker scheduler clean
+.PHONY: setup system-packages demo serve test test-sqlite test-postgres test-rabbitmq lint format bench check-deploy worker scheduler clean
 
 setup: system-packages $(VENV)/.installed
 
 system-packages:
-	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	@missing=""; packages=""; for pair in $(SYSTEM_TOOLS); do tool=$${pair%%:*}; package=$${pair#*:}; \
+		if ! command -v $$tool >/dev/null 2>&1; then missing="$$missing $$tool"; \
+			case " $$packages " in *" $$package "*) ;; *) packages="$$packages $$package";; esac; fi; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing system packages for:$$missing"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+			echo "installing system packages for:$$missing ->$$packages"; \
+			apt-get update -qq || exit 1; \
+			if ! apt-get install -s -qq --no-install-recommends $$packages $(APT_EXTRAS) >/dev/null; then \
+				echo "apt cannot install$$packages $(APT_EXTRAS) without a conflict; nothing was changed"; exit 1; \
+			fi; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$packages $(APT_EXTRAS) >/dev/null; \
 		else \
 			echo "missing system tools:$$missing"; \
-			echo "install them as root: apt-get install $(APT_PACKAGES)"; exit 1; \
+			echo "install them as root: apt-get install$$packages $(APT_EXTRAS)"; exit 1; \
 		fi; \
 	fi
 
@@ -33,8 +53,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 demo: setup
 	$(BIN)/python -m cli demo
 
+serve: setup
+	$(BIN)/python -m cli serve
+
 worker: setup
-	$(BIN)/dramatiq actors -p $${WORKER_PROCESSES:-2} -t $${WORKER_THREADS:-8}
+	$(BIN)/python -m worker actors -p $${WORKER_PROCESSES:-2} -t $${WORKER_THREADS:-8}
 
 scheduler: setup
 	$(BIN)/python scheduler.py
@@ -48,7 +71,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint test-sqlite test-postgres
+test: lint test-sqlite test-postgres test-rabbitmq
 
 test-sqlite: setup
 	$(BIN)/pytest
@@ -61,6 +84,15 @@ test-postgres: setup
 		echo "no PostgreSQL on 127.0.0.1:5432: skipping the PostgreSQL run"; \
 	fi
 
+# The middleware suite again on RabbitMQ when one answers on 127.0.0.1:5672 (Redis still holds cancels,
+# rate limits, results and the worker registry).
+test-rabbitmq: setup
+	@if $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5672), 1)" 2>/dev/null; then \
+		TEST_BROKER_URL='$(RABBITMQ_TEST_URL)' $(BIN)/pytest $(MIDDLEWARE_TESTS); \
+	else \
+		echo "no RabbitMQ on 127.0.0.1:5672: skipping the RabbitMQ run"; \
+	fi
+
 # Also run by the suite (tests/observability); handy on its own after editing docker/.
 check-deploy: setup
 	bash docker/check.sh
@@ -71,6 +103,7 @@ bench: setup
 	$(BIN)/python -m bench.media
 	$(BIN)/python -m bench.market
 	$(BIN)/python -m bench.scheduler
+	$(BIN)/python -m bench.http
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
