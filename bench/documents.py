@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -263,9 +264,9 @@ def bench_search(total: int, model: str, k: int = 5) -> dict[str, float]:
         scores = memory @ query
         return np.argpartition(-scores, k)[:k]
 
-    platform = [_timed(lambda q=q: store.search_chunks(q, model=model, k=k)) for q in queries]
-    numpy_only = [_timed(lambda q=q: brute(q)) for q in queries]
-    sql = [_timed(lambda q=q: _sql_brute_force(q, model, k)) for q in queries[:20]]
+    platform = [_timed(partial(store.search_chunks, q, model=model, k=k)) for q in queries]
+    numpy_only = [_timed(partial(brute, q)) for q in queries]
+    sql = [_timed(partial(_sql_brute_force, q, model, k)) for q in queries[:20]]
 
     def pct(values: list[float], p: float) -> float:
         return float(np.percentile(values, p) * 1000)
