@@ -25,7 +25,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 from periodiq import cron
 
-from middleware.cancel import JobCancelled
+from middleware.interrupts import JobCancelled
 from middleware.time_limit import HardTimeLimitExceeded, SoftTimeLimitExceeded
 from processing.errors import InvalidArgument, NotFound, PermanentError
 from settings import settings

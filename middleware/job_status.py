@@ -26,7 +26,7 @@ from dramatiq.middleware import CurrentMessage, Middleware
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from middleware.cancel import watcher_for
+from middleware.cancellations import watcher_for
 from middleware.events import ABANDONED_ATTRIBUTE, SKIP_REASON_ATTRIBUTE, Event, noted
 from middleware.interrupts import JobCancelled
 from processing.redaction import mask_arguments, redact_text

@@ -12,7 +12,7 @@ from typing import Any
 import dramatiq
 from dramatiq import Message
 
-from middleware.cancel import mark_cancelled
+from middleware.cancellations import mark_cancelled
 from middleware.job_status import flush, utcnow
 from pipelines.runs import Run, RunFailed, RunStatus
 from storage.models import Job, JobState

@@ -37,3 +37,36 @@ def test_every_command_family_registers_its_commands():
     assert {"submit", "jobs", "demo", "search", "transcribe", "import-prices", "extract-strategy", "trends"} <= set(
         commands
     )
+
+
+def _middleware_modules() -> dict[str, Path]:
+    """The modules of ``middleware/`` that define a middleware (the others are the leaves they share)."""
+    found = {}
+    for path in sorted((ROOT / "middleware").glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        bases = {
+            base.id if isinstance(base, ast.Name) else getattr(base, "attr", "")
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef)
+            for base in node.bases
+        }
+        if "Middleware" in bases:
+            found[f"middleware.{path.stem}"] = path
+    return found
+
+
+def test_no_middleware_imports_another_only_the_leaves_they_share():
+    modules = _middleware_modules()
+    assert {"middleware.cancel", "middleware.job_status", "middleware.retries"} <= set(modules)
+    offenders = {}
+    for name, path in modules.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+        if others := sorted((imported & set(modules)) - {name}):
+            offenders[name] = others
+
+    assert offenders == {}
