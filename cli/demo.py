@@ -52,7 +52,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Redis: {redact_url(redis_url)}   database: {redact_url(settings.database_url)}", flush=True)
     broker = _broker()
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
-    dramatiq_bin = str(Path(sys.executable).parent / "dramatiq")
     processes: list[subprocess.Popen[bytes]] = []
     log_dir = settings.var_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +59,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def start(name: str, command: list[str]) -> None:
         log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115
         processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True))
-        print(f"started {name}: {' '.join(command[1:])}  (log: {log_dir / (name + '.log')})")
+        print(f"started {name}: python {' '.join(command[1:])}  (log: {log_dir / (name + '.log')})")
 
     def kill_all(*_: Any) -> None:
         for process in processes:
@@ -90,7 +89,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     note = ""
     code = 130
     try:
-        start("worker", [dramatiq_bin, "actors", "-p", str(args.processes), "-t", str(args.threads)])
+        # The supervised worker command, as deployments run it: a worker process that dies is replaced.
+        start("worker", [sys.executable, "-m", "worker", "actors", "-p", str(args.processes), "-t", str(args.threads)])
         if (ROOT / "scheduler.py").exists():
             start("scheduler", [sys.executable, str(ROOT / "scheduler.py")])
         start("web", [sys.executable, "-m", "cli", "serve", "--no-access-log"])

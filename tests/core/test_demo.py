@@ -52,6 +52,8 @@ def test_the_demo_runs_every_pipeline_on_embedded_defaults_and_stops_what_it_sta
 
     # Then every job it sent succeeded, the summary names each domain, and nothing is left running
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    # The worker is the supervised command deployments run, which replaces a worker process that dies
+    assert "started worker: python -m worker actors" in result.stdout
     summary = result.stdout.split("job       actor", 1)[1]
     for actor in (
         "health_check",
