@@ -143,7 +143,7 @@ def _send_demo_batch(broker: Any) -> list[str]:
 
 def _watch(job_ids: list[str], *, timeout: float) -> int:
     from middleware.job_status import flush
-    from storage.jobs import get_job
+    from storage.jobs import get_jobs
     from storage.models import FINISHED_STATES
 
     finished = {state.value for state in FINISHED_STATES}
@@ -153,7 +153,8 @@ def _watch(job_ids: list[str], *, timeout: float) -> int:
     last_line = ""
     while True:
         flush()
-        jobs = {job_id: get_job(job_id) for job_id in job_ids}
+        found = get_jobs(job_ids)
+        jobs = {job_id: found.get(job_id) for job_id in job_ids}
         counts: dict[str, int] = {}
         for job in jobs.values():
             state = job.state if job else "queued"

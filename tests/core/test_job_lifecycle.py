@@ -167,3 +167,20 @@ def test_a_malformed_message_pushed_raw_is_dead_lettered_and_the_worker_survives
     assert wait_for_job(good.message_id).state == "succeeded"
     wait_until(lambda: redis_client.zscore("dramatiq:default.XQ", "raw-garbage") is not None, timeout=30)
     assert redis_client.hget("dramatiq:default.XQ.msgs", "raw-garbage") == b"{not json"
+
+
+def test_job_rows_are_read_by_id_in_batches_and_unknown_ids_are_left_out(worker, key):
+    from storage.jobs import get_jobs
+    from tests.core.sample_actors import counts
+
+    # Given three finished jobs
+    ids = [counts.send(key, str(index)).message_id for index in range(3)]
+    for message_id in ids:
+        wait_for_job(message_id)
+
+    # When they are read with more unknown ids than one batch holds
+    found = get_jobs([*ids, *(str(uuid.uuid4()) for _ in range(600))])
+
+    # Then exactly the three come back, each under its id
+    assert sorted(found) == sorted(ids)
+    assert {row.state for row in found.values()} == {"succeeded"}
