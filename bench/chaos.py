@@ -41,6 +41,8 @@ from typing import Any, cast
 import redis
 import sqlalchemy
 
+from bench.chaos_keys import hold_key, runs_key, starts_key
+
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "default"
 ACTOR = "record_execution"
@@ -229,10 +231,10 @@ class Stack:
         return list(json.loads(self.python("--send", run, str(count), str(seconds))))
 
     def runs(self, run: str) -> dict[int, int]:
-        return {int(index): int(count) for index, count in self.client.hgetall(f"chaos:{run}:runs").items()}
+        return {int(index): int(count) for index, count in self.client.hgetall(runs_key(run)).items()}
 
     def completed(self, run: str) -> int:
-        return int(self.client.hlen(f"chaos:{run}:runs"))
+        return int(self.client.hlen(runs_key(run)))
 
     def job_states(self, ids: list[str] | None = None) -> dict[str, int]:
         engine = sqlalchemy.create_engine(self.database_url)
@@ -331,12 +333,12 @@ def scenario_kills(
     """SIGKILL a worker process every few seconds, a child and the parent in turn, until every job ran.
 
     The first ``gated_kills`` kills happen at fixed points of the run instead (a third and two thirds of the
-    jobs done, for two): the jobs past each point are held (``chaos_actors.hold_key``) until its kill, so
+    jobs done, for two): the jobs past each point are held (``chaos_keys.hold_key``) until its kill, so
     a fast machine cannot finish the run before the parent was ever killed.
     """
     rng = random.Random(seed)
     run = "kills"
-    hold = f"chaos:{run}:hold"
+    hold = hold_key(run)
     ids = running.send(run, jobs, seconds)
     result = Result(f"SIGKILL every {kill_every[0]:g}–{kill_every[1]:g} s (child, parent in turn)", jobs)
     gates = [jobs * (number + 1) // (gated_kills + 1) for number in range(gated_kills)]
@@ -409,7 +411,7 @@ def scenario_redis(running: Stack, jobs: int, seconds: float = 0.01, down_s: flo
     ids = running.send(run, jobs, seconds)
     result = Result("Redis SIGTERM + SIGKILL, restarted", jobs)
     # The jobs past each outage's point wait for it (see scenario_kills), so work is left to recover.
-    hold = f"chaos:{run}:hold"
+    hold = hold_key(run)
     gates = [jobs // 3, 2 * jobs // 3]
     running.client.set(hold, gates[0])
     command = running.start_worker()
@@ -461,7 +463,7 @@ def scenario_sigterm(
     longer = job_seconds * 1000 > shutdown_timeout_ms
     result = Result(f"SIGTERM, {job_seconds:g} s jobs, {shutdown_timeout_ms / 1000:g} s shutdown timeout", jobs)
     command = running.start_worker(1, 4, "--worker-shutdown-timeout", str(shutdown_timeout_ms))
-    started = f"chaos:{run}:starts"
+    started = starts_key(run)
     try:
         wait_for(lambda: running.client.hlen(started) >= 4, timeout, "four long jobs running")
         signalled = time.monotonic()

@@ -8,23 +8,10 @@ import time
 import dramatiq
 
 import actors
+from bench.chaos_keys import hold_key, runs_key, starts_key
 from broker import redis_client_for
 
 broker = actors.broker
-
-
-def runs_key(run: str) -> str:
-    return f"chaos:{run}:runs"
-
-
-def starts_key(run: str) -> str:
-    return f"chaos:{run}:starts"
-
-
-def hold_key(run: str) -> str:
-    """Jobs whose index is at or past this key's value wait while it is set: the kill scenario holds them so
-    its kills happen mid-run however fast the machine is."""
-    return f"chaos:{run}:hold"
 
 
 # A held job goes on after this long even if the scenario never releases it: a stuck run gets slow, not hung.
