@@ -12,6 +12,6 @@ from broker import setup_broker
 broker = setup_broker()
 
 # Registered after the broker exists: each module's actors attach to it as they are declared.
-from actors import collection, documents, files, llm, maintenance, market, media  # noqa: E402
+from actors import collection, documents, files, llm, maintenance, market, media, notifications  # noqa: E402
 
-__all__ = ["broker", "collection", "documents", "files", "llm", "maintenance", "market", "media"]
+__all__ = ["broker", "collection", "documents", "files", "llm", "maintenance", "market", "media", "notifications"]
