@@ -186,6 +186,20 @@ class Settings:
     trend_hysteresis_runs: int
     trend_gravity: float
 
+    # File drive: the thumbnail box (px), the storage quota behind ``storage.quota`` (bytes; 0: none) and
+    # the share of it that sends the event.
+    thumbnail_size: int
+    storage_quota_bytes: int
+    storage_quota_warn_ratio: float
+    # Notifications: one webhook attempt's timeout (ms), and the retries spread over about a day.
+    webhook_timeout: int
+    webhook_max_retries: int
+    webhook_min_backoff: int
+    webhook_max_backoff: int
+    # LINE Messaging API push: the endpoint (a local server in tests) and the recipient.
+    line_api_url: str
+    line_to: str
+
     # HTTP API and console: where it binds, the bearer token for writes (and for everything off
     # loopback), the largest request body it reads (bytes), and uvicorn worker processes.
     api_host: str
@@ -199,6 +213,7 @@ class Settings:
     # Last: the only field with a default. Keys and tokens are kept out of repr() so they never reach a
     # log line or an error.
     llm_api_key: str = field(default="", repr=False)
+    line_channel_token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -287,6 +302,16 @@ class Settings:
             trend_min_mentions=_env_int("TREND_MIN_MENTIONS", 3),
             trend_hysteresis_runs=_env_int("TREND_HYSTERESIS_RUNS", 2),
             trend_gravity=_env_float("TREND_GRAVITY", 1.8),
+            thumbnail_size=_env_int("THUMBNAIL_SIZE_PX", 256),
+            storage_quota_bytes=_env_int("STORAGE_QUOTA_BYTES", 0),
+            storage_quota_warn_ratio=_env_float("STORAGE_QUOTA_WARN_RATIO", 0.9),
+            webhook_timeout=_env_int("WEBHOOK_TIMEOUT_MS", 15_000),
+            webhook_max_retries=_env_int("WEBHOOK_MAX_RETRIES", 12),
+            webhook_min_backoff=_env_int("WEBHOOK_MIN_BACKOFF_MS", 30_000),
+            webhook_max_backoff=_env_int("WEBHOOK_MAX_BACKOFF_MS", 6 * 3_600_000),
+            line_api_url=_env_str("LINE_API_URL", "https://api.line.me/v2/bot/message/push"),
+            line_to=_env_str("LINE_TO", ""),
+            line_channel_token=_env_str("LINE_CHANNEL_TOKEN", ""),
             api_host=_env_str("API_HOST", "127.0.0.1"),
             api_port=_env_int("API_PORT", 8080),
             api_token=_env_str("API_TOKEN", ""),

@@ -113,6 +113,26 @@ def _progress(min_interval: float = 0.1) -> Callable[[float, str | None], None]:
     return report
 
 
+def index_chunks(document_id: int, progress: Callable[[float, str | None], None]) -> list[store.WindowVector]:
+    """Embed the document's stored chunks and store their vectors (the document search reads them)."""
+    from processing.embeddings import embed_in_batches
+
+    chunks = store.chunks_of(document_id)
+
+    def report(done: int, total: int) -> None:
+        progress(100.0 * done / total, f"{done} of {total} chunks")
+
+    embedded = embed_in_batches(
+        [chunk.text for _, chunk in chunks],
+        model_name=settings.embedding_model,
+        batch_size=settings.embedding_batch_size,
+        progress=report,
+    )
+    vectors = [store.WindowVector(chunks[w.text][0], w.position, w.start, w.end, row) for w, row in embedded]
+    store.replace_embeddings(document_id, settings.embedding_model, vectors)
+    return vectors
+
+
 @contextlib.contextmanager
 def _step(document_id: int, step: str) -> Iterator[None]:
     """Mark the document failed at ``step`` when bad input or a missing dependency stops it (neither is
@@ -229,30 +249,14 @@ def chunk_document(document_id: int) -> dict[str, Any]:
 def embed_document(document_id: int) -> dict[str, Any]:
     """Embed every chunk in windows the model reads whole (``processing.embeddings.windows``), one
     vector per window, ``EMBEDDING_BATCH_SIZE`` chunks at a time; the document is ``indexed`` afterwards."""
-    from processing.embeddings import embed_windows
 
     if _superseded(_load(document_id)):
         return SUPERSEDED
     store.set_status(document_id, DocumentStatus.EXTRACTED, step=EMBED)
-    chunks = store.chunks_of(document_id)
-    batch = settings.embedding_batch_size
-    vectors: list[store.WindowVector] = []
-    progress = _progress()
     with _step(document_id, EMBED):
-        for first in range(0, len(chunks), batch):
-            part = chunks[first : first + batch]
-            spans, matrix = embed_windows(
-                [chunk.text for _, chunk in part], model_name=settings.embedding_model, batch_size=batch
-            )
-            vectors.extend(
-                store.WindowVector(part[w.text][0], w.position, w.start, w.end, row)
-                for w, row in zip(spans, matrix, strict=True)
-            )
-            done = first + len(part)
-            progress(100.0 * done / len(chunks), f"{done} of {len(chunks)} chunks")
-    store.replace_embeddings(document_id, settings.embedding_model, vectors)
+        vectors = index_chunks(document_id, _progress())
     store.set_status(document_id, DocumentStatus.INDEXED, step=None)
-    return {"chunks_embedded": len(chunks), "windows_embedded": len(vectors)}
+    return {"chunks_embedded": len({vector.chunk_id for vector in vectors}), "windows_embedded": len(vectors)}
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=3, soft_time_limit=5 * 60_000, time_limit=10 * 60_000)

@@ -17,7 +17,16 @@ from collections.abc import Sequence
 from cli.common import CliError
 
 #: The command families, each a module whose ``register_cli(subparsers)`` adds its commands.
-FAMILIES = ("cli.jobs", "cli.demo", "cli.documents", "cli.media", "cli.market", "cli.llm", "cli.collection")
+FAMILIES = (
+    "cli.jobs",
+    "cli.demo",
+    "cli.documents",
+    "cli.media",
+    "cli.market",
+    "cli.llm",
+    "cli.collection",
+    "cli.files",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,14 +1,15 @@
 """The file drive for application code, the HTTP API and the CLI: upload, reprocess, status, list.
 
 ``upload_file(content, filename, owner=...)`` stores the content once under its SHA-256, registers a
-file and starts detect → text → AI metadata; it returns the file id at once. Follow
-``file_status(id)``; every job of a run carries the run's first message id as its ``parent_id``.
+file and starts its run (detect → thumbnail → text → AI metadata → embedding → notify); it returns the
+file id at once. Follow ``file_status(id)``; every job of a run carries the run's first message id as its
+``parent_id``. ``search_files`` finds files by meaning, through the document search.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from settings import settings
 
@@ -16,30 +17,30 @@ from settings import settings
 STATUS_FIELDS = (
     *("id", "filename", "owner", "sha256", "size_bytes", "mime_type", "kind", "type_mismatch"),
     *("status", "step", "failed_step", "error", "message_id", "created_at", "updated_at", "completed_at"),
+    *("thumbnail_path", "thumbnail_width", "thumbnail_height", "document_id", "stuck_resends"),
 )
 
 
-def _start_run(file_id: int) -> str:
+def _start_run(file_id: int, *, stuck_resends: int = 0) -> str:
     """Reset the file to ``pending`` and send its pipeline; returns the run's first message id."""
     from dramatiq import pipeline
 
-    from actors.files import detect_file_type, extract_file_text, generate_file_metadata
+    from actors.files import RUN_ACTORS
     from storage.files import restart
 
-    first = detect_file_type.message_with_options(args=(file_id,), pipe_ignore=True)
+    head, *tail = RUN_ACTORS
+    first = head.message_with_options(args=(file_id,), pipe_ignore=True)
     run = first.message_id
     first = first.copy(options={**first.options, "parent_id": run})
-    rest = [
-        actor.message_with_options(args=(file_id,), pipe_ignore=True, parent_id=run)
-        for actor in (extract_file_text, generate_file_metadata)
-    ]
-    restart(file_id, run)
+    rest = [actor.message_with_options(args=(file_id,), pipe_ignore=True, parent_id=run) for actor in tail]
+    restart(file_id, run, stuck_resends=stuck_resends)
     pipeline([first, *rest]).run()
     return str(run)
 
 
-def upload_file(content: bytes | str | Path, filename: str, *, owner: str = "", dedupe: bool = False) -> int:
-    """Store ``content`` (bytes or a path to copy) and start analysing it; returns the file id at once.
+def upload_file(content: bytes | str | Path | BinaryIO, filename: str, *, owner: str = "", dedupe: bool = False) -> int:
+    """Store ``content`` (bytes, a path to copy or an open binary stream) and start analysing it; returns
+    the file id at once.
 
     The same content is one blob however often it is uploaded; it is a new file record each time unless
     ``dedupe`` asks for the owner's existing record, which is then returned without a new run.
@@ -49,7 +50,7 @@ def upload_file(content: bytes | str | Path, filename: str, *, owner: str = "", 
     from storage.files import create_file, find_by_hash
 
     migrate()
-    source = content if isinstance(content, bytes) else Path(content)
+    source = Path(content) if isinstance(content, str) else content
     blob = store_blob(source, root=settings.storage_root, max_bytes=settings.max_file_bytes)
     if dedupe:
         existing = find_by_hash(blob.sha256, owner)
@@ -74,6 +75,42 @@ def reprocess(file_id: int) -> str:
     if get_file(file_id) is None:
         raise NotFound(f"file {file_id} does not exist")
     return _start_run(file_id)
+
+
+def resend_stuck(file_id: int, resends: int) -> str:
+    """Start the run of a stuck file again, counting the resend (the reaper gives up after a few)."""
+    return _start_run(file_id, stuck_resends=resends)
+
+
+def thumbnail_file(file_id: int) -> Path:
+    """The thumbnail of a file (PNG or JPEG); ``NotFound`` when there is no such file or no thumbnail yet."""
+    from processing.errors import NotFound
+    from storage.files import get_file
+
+    row = get_file(file_id)
+    if row is None:
+        raise NotFound(f"file {file_id} does not exist")
+    if not row.thumbnail_path:
+        raise NotFound(f"file {file_id} has no thumbnail ({row.kind or 'type not known yet'}, {row.status})")
+    return settings.storage_root / row.thumbnail_path
+
+
+def search_files(query: str, k: int = 5) -> list[dict[str, Any]]:
+    """The files whose text is most similar to ``query``, best first: each file's status with the
+    ``score`` and ``text`` of its best chunk (the document search over the files' documents)."""
+    from pipelines.documents import search
+    from storage.files import files_of_documents
+
+    hits = search(query, k=max(k * 4, 20))
+    by_document = files_of_documents([hit.document_id for hit in hits])
+    found: list[dict[str, Any]] = []
+    for hit in hits:
+        row = by_document.pop(hit.document_id, None)
+        if row is not None:
+            found.append({**_status_of(row), "score": hit.score, "text": hit.text})
+        if len(found) == k:
+            break
+    return found
 
 
 def _status_of(row: Any) -> dict[str, Any]:

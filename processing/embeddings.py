@@ -12,7 +12,7 @@ import importlib.util
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,28 @@ def embed_windows(texts: Sequence[str], *, model_name: str, batch_size: int = 32
         batch_size=batch_size,
     )
     return spans, matrix
+
+
+def embed_in_batches(
+    texts: Sequence[str],
+    *,
+    model_name: str,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[Window, Any]]:
+    """``embed_windows`` over ``batch_size`` texts at a time: every window (its ``text`` indexes
+    ``texts``) with its vector. ``progress(done, total)`` runs after each batch, so a long text set
+    reports as it goes and a cancelled job stops between batches."""
+    embedded: list[tuple[Window, Any]] = []
+    for first in range(0, len(texts), batch_size):
+        part = texts[first : first + batch_size]
+        spans, matrix = embed_windows(part, model_name=model_name, batch_size=batch_size)
+        embedded.extend(
+            (Window(first + w.text, w.position, w.start, w.end), row) for w, row in zip(spans, matrix, strict=True)
+        )
+        if progress is not None:
+            progress(first + len(part), len(texts))
+    return embedded
 
 
 def embed(texts: Sequence[str], *, model_name: str, batch_size: int = 32) -> list[list[float]]:

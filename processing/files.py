@@ -15,7 +15,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from processing.errors import CorruptInput, MissingDependency, TooLarge, UnsupportedFormat
 
@@ -63,9 +63,10 @@ def blob_path(sha256: str) -> str:
     return f"files/blobs/{sha256[:2]}/{sha256}"
 
 
-def store_blob(content: bytes | Path, *, root: Path, max_bytes: int) -> StoredBlob:
-    """Store ``content`` (bytes, or a file to copy) once under its SHA-256; the same content stored again
-    is the same blob. The blob is written to a temporary file and renamed, so a reader never sees half."""
+def store_blob(content: bytes | Path | BinaryIO, *, root: Path, max_bytes: int) -> StoredBlob:
+    """Store ``content`` (bytes, a file to copy, or an open binary stream such as an HTTP upload) once
+    under its SHA-256; the same content stored again is the same blob. The blob is written to a temporary
+    file and renamed, so a reader never sees half."""
     digest = hashlib.sha256()
     size = 0
     folder = root / "files" / "blobs"
@@ -75,9 +76,12 @@ def store_blob(content: bytes | Path, *, root: Path, max_bytes: int) -> StoredBl
         with os.fdopen(handle, "wb") as out:
             if isinstance(content, bytes):
                 chunks: Any = [content]
-            else:
+            elif isinstance(content, Path):
                 source = open(content, "rb")  # noqa: SIM115 - closed below, after the loop
                 chunks = iter(lambda: source.read(_HASH_CHUNK), b"")
+            else:
+                stream = content
+                chunks = iter(lambda: stream.read(_HASH_CHUNK), b"")
             try:
                 for chunk in chunks:
                     size += len(chunk)
@@ -86,7 +90,7 @@ def store_blob(content: bytes | Path, *, root: Path, max_bytes: int) -> StoredBl
                     digest.update(chunk)
                     out.write(chunk)
             finally:
-                if not isinstance(content, bytes):
+                if isinstance(content, Path):
                     source.close()
         sha = digest.hexdigest()
         relative = blob_path(sha)

@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.db import Base, session_scope
@@ -52,6 +52,14 @@ class File(Base):
     tags: Mapped[str | None] = mapped_column(Text)  # a JSON list of strings
     ai_provider: Mapped[str | None] = mapped_column(String(32))
     ai_model: Mapped[str | None] = mapped_column(String(128))
+    # The thumbnail (relative to the storage root) of an image, PDF or video; none for other kinds.
+    thumbnail_path: Mapped[str | None] = mapped_column(String(1000))
+    thumbnail_width: Mapped[int | None] = mapped_column(Integer)
+    thumbnail_height: Mapped[int | None] = mapped_column(Integer)
+    # The document that makes the text searchable with the document search; none for a file without text.
+    document_id: Mapped[int | None] = mapped_column(Integer)
+    # Times the stuck-file reaper sent the file again; an explicit reprocess starts from 0.
+    stuck_resends: Mapped[int] = mapped_column(Integer, default=0)
     message_id: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -109,10 +117,11 @@ def mark_failed(file_id: int, step: str, reason: str) -> None:
     update_file(file_id, status=FileStatus.FAILED.value, step=step, failed_step=step, error=reason[:4000])
 
 
-def restart(file_id: int, message_id: str | None) -> None:
+def restart(file_id: int, message_id: str | None, *, stuck_resends: int = 0) -> None:
     """Forget what the last run found and set the file back to ``pending`` for the run ``message_id``."""
     update_file(
         file_id,
+        stuck_resends=stuck_resends,
         status=FileStatus.PENDING.value,
         step=None,
         failed_step=None,
@@ -126,6 +135,9 @@ def restart(file_id: int, message_id: str | None) -> None:
         tags=None,
         ai_provider=None,
         ai_model=None,
+        thumbnail_path=None,
+        thumbnail_width=None,
+        thumbnail_height=None,
         message_id=message_id,
         completed_at=None,
     )
@@ -149,3 +161,51 @@ def list_files(
         query = query.where(File.kind == kind)
     with session_scope() as session:
         return list(session.scalars(query.order_by(File.id.desc()).limit(limit).offset(offset)))
+
+
+def stuck_files(updated_before: datetime, *, limit: int = 500) -> list[File]:
+    """Files ``processing`` whose row has not moved since ``updated_before`` (their step outlived its
+    hard limit: the worker running it died, or its message was lost)."""
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(File)
+                .where(File.status == FileStatus.PROCESSING.value, File.updated_at < updated_before)
+                .order_by(File.id)
+                .limit(limit)
+            )
+        )
+
+
+def counts_since(since: datetime) -> dict[str, int]:
+    """Uploads since ``since``, and how many of the files touched since then are completed or failed."""
+    with session_scope() as session:
+        uploads = session.scalar(select(func.count()).select_from(File).where(File.created_at >= since)) or 0
+        by_status = dict(
+            session.execute(
+                select(File.status, func.count()).where(File.updated_at >= since).group_by(File.status)
+            ).all()
+        )
+    return {
+        "uploads": int(uploads),
+        "completed": int(by_status.get(FileStatus.COMPLETED.value, 0)),
+        "failed": int(by_status.get(FileStatus.FAILED.value, 0)),
+    }
+
+
+def storage_used() -> dict[str, int]:
+    """Bytes the stored blobs take (each content once, however many records point at it), and the files."""
+    with session_scope() as session:
+        blobs = select(File.sha256, func.max(File.size_bytes).label("size")).group_by(File.sha256).subquery()
+        used = session.scalar(select(func.coalesce(func.sum(blobs.c.size), 0))) or 0
+        files = session.scalar(select(func.count()).select_from(File)) or 0
+    return {"bytes": int(used), "files": int(files)}
+
+
+def files_of_documents(document_ids: list[int]) -> dict[int, File]:
+    """The files whose text these documents index, by document id."""
+    if not document_ids:
+        return {}
+    with session_scope() as session:
+        rows = session.scalars(select(File).where(File.document_id.in_(document_ids)))
+        return {int(row.document_id): row for row in rows if row.document_id is not None}

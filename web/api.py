@@ -8,8 +8,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -344,3 +344,162 @@ def refresh_market(body: MarketRefreshRequest) -> dict[str, str]:
     from pipelines.market import refresh_market as refresh
 
     return {"id": refresh(body.asset_id, body.lookback_days, chart=body.chart).id}
+
+
+# -- file drive ----------------------------------------------------------------------------------------
+
+FileId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a file id")]
+#: Paths whose body is a file, allowed up to ``MAX_FILE_BYTES`` rather than ``API_MAX_BODY_BYTES``.
+UPLOAD_PATHS = frozenset({"/api/v1/files/upload"})
+
+
+def _jsonable(status: dict[str, Any]) -> dict[str, Any]:
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in status.items()}
+
+
+def _file_or_404(file_id: int) -> dict[str, Any]:
+    from pipelines.files import file_status
+
+    status = file_status(file_id)
+    if status is None:
+        raise HTTPException(404, f"no file with id {file_id}")
+    return _jsonable(status)
+
+
+@router.post("/files/upload", dependencies=Write)
+def upload_file(
+    file: UploadFile,
+    owner: Annotated[str, Form(max_length=200)] = "",
+    dedupe: Annotated[bool, Form()] = False,
+) -> dict[str, Any]:
+    """Store a multipart upload (field ``file``) and start analysing it; answers at once with its id."""
+    from pipelines.files import upload_file as upload
+
+    file_id = upload(file.file, file.filename or "upload", owner=owner, dedupe=dedupe)
+    status = _file_or_404(file_id)
+    return {"file_id": file_id, "status": status["status"], "run_id": status["message_id"]}
+
+
+@router.get("/files")
+def list_files(
+    owner: Annotated[str | None, Query(max_length=200)] = None,
+    status: Annotated[str | None, Query(pattern="^(pending|processing|completed|failed)$")] = None,
+    kind: Annotated[str | None, Query(pattern="^(pdf|docx|text|image|video|other)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    """Files newest first, filtered by owner, status and kind."""
+    from pipelines.files import list_files as rows
+
+    return [_jsonable(row) for row in rows(owner=owner, status=status, kind=kind, limit=limit, offset=offset)]
+
+
+@router.get("/files/search")
+def search_files(
+    q: Annotated[str, Query(min_length=1, max_length=1000)],
+    k: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> list[dict[str, Any]]:
+    """The files whose text is closest to ``q``, best first."""
+    from pipelines.files import search_files as search_by_meaning
+
+    return [_jsonable(hit) for hit in search_by_meaning(q, k)]
+
+
+@router.get("/files/{file_id}/status")
+def file_status(file_id: FileId) -> dict[str, Any]:
+    """Status, step, error and, once completed, the AI results of one file."""
+    return _file_or_404(file_id)
+
+
+@router.get("/files/{file_id}/thumbnail")
+def file_thumbnail(file_id: FileId) -> FileResponse:
+    """The file's thumbnail (PNG when the image has transparency, JPEG otherwise)."""
+    from pipelines.files import thumbnail_file
+
+    path = thumbnail_file(file_id)
+    return FileResponse(path, media_type="image/png" if path.suffix == ".png" else "image/jpeg")
+
+
+@router.post("/files/{file_id}/reprocess", dependencies=Write)
+def reprocess_file(file_id: FileId) -> dict[str, Any]:
+    """Analyse the file again from scratch: it goes back to ``pending`` with a new run linked to it."""
+    from pipelines.files import reprocess
+
+    run_id = reprocess(file_id)
+    return {"file_id": file_id, "status": "pending", "run_id": run_id}
+
+
+# -- notifications -------------------------------------------------------------------------------------
+
+EndpointId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a webhook endpoint id")]
+DeliveryId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a delivery id")]
+
+
+class WebhookRequest(Strict):
+    url: str = Field(min_length=1, max_length=2000)
+    events: list[str] = Field(min_length=1, max_length=10)
+    secret: str | None = Field(default=None, max_length=200, description="whsec_…; a new one when left out")
+
+
+@router.post("/webhooks", dependencies=Write)
+def add_webhook(body: WebhookRequest) -> dict[str, Any]:
+    """Subscribe an endpoint to events; the answer is the only place its signing secret is shown."""
+    from pipelines.notifications import add_webhook as add
+
+    return _jsonable(add(body.url, body.events, secret=body.secret))
+
+
+@router.get("/webhooks")
+def list_webhooks() -> list[dict[str, Any]]:
+    from pipelines.notifications import list_webhooks as endpoints
+
+    return [_jsonable(endpoint) for endpoint in endpoints()]
+
+
+@router.delete("/webhooks/{endpoint_id}", dependencies=Write)
+def remove_webhook(endpoint_id: EndpointId) -> dict[str, Any]:
+    from pipelines.notifications import remove_webhook as remove
+
+    remove(endpoint_id)
+    return {"id": endpoint_id, "removed": True}
+
+
+@router.post("/webhooks/{endpoint_id}/enable", dependencies=Write)
+def enable_webhook(endpoint_id: EndpointId) -> dict[str, Any]:
+    """Turn an endpoint back on (after it answered 410, say)."""
+    from pipelines.notifications import enable_webhook as enable
+
+    return _jsonable(enable(endpoint_id))
+
+
+@router.get("/deliveries")
+def list_deliveries(
+    status: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    event: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    endpoint_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    """Notification deliveries newest first: status, attempts and the last answer of each."""
+    from pipelines.notifications import list_deliveries as rows
+
+    found = rows(status=status, event_type=event, endpoint_id=endpoint_id, limit=limit, offset=offset)
+    return [_jsonable(row) for row in found]
+
+
+@router.get("/deliveries/{delivery_id}")
+def get_delivery(delivery_id: DeliveryId) -> dict[str, Any]:
+    from pipelines.notifications import get_delivery as delivery
+
+    found = delivery(delivery_id)
+    if found is None:
+        raise HTTPException(404, f"no delivery with id {delivery_id}")
+    return _jsonable(found)
+
+
+@router.post("/deliveries/{delivery_id}/replay", dependencies=Write)
+def replay_delivery(delivery_id: DeliveryId) -> dict[str, Any]:
+    """Send a delivery's payload again (same webhook id) as a new delivery."""
+    from pipelines.notifications import replay_delivery as replay
+
+    return {"replay_of": delivery_id, "id": replay(delivery_id)}

@@ -95,5 +95,11 @@ def create_app(*, host: str | None = None, token: str | None = None) -> FastAPI:
     for error_class in _library_errors():
         app.add_exception_handler(error_class, library_error)  # type: ignore[arg-type]
 
-    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(
+        BodyLimit,  # type: ignore[arg-type]
+        max_bytes=settings.api_max_body_bytes,
+        upload_paths=api.UPLOAD_PATHS,
+        # The multipart framing and form fields around the file are small; 64 KiB covers them.
+        upload_max_bytes=settings.max_file_bytes + 64 * 1024,
+    )
     return app

@@ -90,23 +90,30 @@ class Guard:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` gets 413 before the app parses it."""
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 before the app parses it. The upload
+    paths take up to ``upload_max_bytes`` (a file plus its multipart framing)."""
 
-    def __init__(self, app: Any, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: Any, *, max_bytes: int, upload_paths: frozenset[str] = frozenset(), upload_max_bytes: int = 0
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_paths = upload_paths
+        self.upload_max_bytes = upload_max_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope.get("path") in self.upload_paths
+        limit, setting = (self.upload_max_bytes, "MAX_FILE_BYTES") if upload else (self.max_bytes, "API_MAX_BODY_BYTES")
         declared = dict(scope.get("headers") or []).get(b"content-length")
         try:
-            too_big = declared is not None and int(declared) > self.max_bytes
+            too_big = declared is not None and int(declared) > limit
         except ValueError:
             too_big = True
         if too_big:
-            await _refuse(send, self.max_bytes)
+            await _refuse(send, limit, setting)
             return
         received = 0
         refused = False
@@ -118,10 +125,10 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # Answer now; to the app the client has gone, and what it answers is dropped.
                     refused = True
-                    await _refuse(send, self.max_bytes)
+                    await _refuse(send, limit, setting)
                     return {"type": "http.disconnect"}
             return message
 
@@ -136,8 +143,8 @@ class BodyLimit:
                 raise
 
 
-async def _refuse(send: Any, max_bytes: int) -> None:
-    body = json.dumps({"detail": f"request body is over the {max_bytes}-byte limit (API_MAX_BODY_BYTES)"}).encode()
+async def _refuse(send: Any, max_bytes: int, setting: str) -> None:
+    body = json.dumps({"detail": f"request body is over the {max_bytes}-byte limit ({setting})"}).encode()
     await send(
         {
             "type": "http.response.start",

@@ -182,7 +182,7 @@ def test_search_ranks_the_matching_document_and_page_first(worker: Any, storage_
     dessert = search("crème brûlée recipe", k=3)
 
     # Then the best hit is the right document (and page), with scores in descending order
-    assert (lighthouse[0].document_id, lighthouse[0].page) == (ids[0], 2)
+    assert (lighthouse[0].document_id, lighthouse[0].page) == (ids[0], 2), lighthouse
     assert rota[0].document_id == ids[1] and "Sunday | Jonas" in rota[0].text
     assert dessert[0].document_id == ids[2] and "crème brûlée" in dessert[0].text
     for results in (lighthouse, rota, dessert):

@@ -30,6 +30,37 @@ def _truncated_png() -> bytes:
     return data[: len(data) // 2]
 
 
+def _bomb_png() -> bytes:
+    """A valid PNG of a few hundred bytes whose header declares 30000×30000 pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _exif_rotated_jpeg() -> bytes:
+    """A 400×200 JPEG whose EXIF orientation (6) says it is shown rotated: 200×400 on screen."""
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", (400, 200), (200, 40, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    image.save(out, format="JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
 def _finished(file_id: int, timeout: float = 180.0) -> dict[str, Any]:
     from pipelines.files import file_status
 
@@ -105,7 +136,8 @@ def test_a_pdf_named_txt_is_read_as_a_pdf_and_the_mismatch_is_recorded(worker: A
             "text",
             "tool.bin: application/octet-stream files are not supported",
         ),
-        (_truncated_png(), "broken.png", "text", "broken.png is a damaged"),
+        (_truncated_png(), "broken.png", "thumbnail", "broken.png: the image is damaged or truncated"),
+        (_bomb_png(), "bomb.png", "thumbnail", "bomb.png: the image is 30000×30000"),
     ],
 )
 def test_bad_input_ends_failed_with_the_step_and_one_readable_line(
@@ -130,7 +162,7 @@ def test_a_file_moves_pending_processing_completed_step_by_step_and_reprocess_st
     worker: Any, storage_root: Path
 ) -> None:
     # Given a registered file whose run is sent one step at a time
-    from actors.files import detect_file_type, extract_file_text, generate_file_metadata
+    from actors.files import RUN_ACTORS
     from pipelines.files import file_status, reprocess
     from processing.files import store_blob
     from settings import settings
@@ -141,13 +173,13 @@ def test_a_file_moves_pending_processing_completed_step_by_step_and_reprocess_st
         filename="steps.txt", owner="", sha256=blob.sha256, blob_path=blob.path, size_bytes=blob.size_bytes
     )
     seen = [file_status(file_id)["status"]]  # type: ignore[index]
-    for actor in (detect_file_type, extract_file_text, generate_file_metadata):
+    for actor in RUN_ACTORS:
         finished = wait_for_job(actor.send(file_id).message_id, timeout=120)
         assert finished.state == "succeeded", finished.error_message
         seen.append(file_status(file_id)["status"])  # type: ignore[index]
 
-    # Then the status went pending → processing → processing → completed
-    assert seen == ["pending", "processing", "processing", "completed"]
+    # Then the status went pending → processing at each step → completed at the last
+    assert seen == ["pending", *["processing"] * (len(RUN_ACTORS) - 1), "completed"]
 
     # When it is reprocessed
     run = reprocess(file_id)
@@ -156,3 +188,125 @@ def test_a_file_moves_pending_processing_completed_step_by_step_and_reprocess_st
     assert file_status(file_id)["message_id"] == run  # type: ignore[index]
     status = _finished(file_id)
     assert status["status"] == "completed" and status["message_id"] == run
+
+
+def test_an_image_gets_an_upright_thumbnail_and_its_text_is_found_by_the_search(
+    worker: Any, storage_root: Path
+) -> None:
+    # Given a photo whose EXIF says it is shown rotated, and a text upload
+    from PIL import Image
+
+    from pipelines.files import file_status, search_files, thumbnail_file, upload_file
+
+    photo = upload_file(_exif_rotated_jpeg(), "photo.jpg", owner="carol")
+    orchard = (
+        "Honeybees pollinate the apple orchard every spring. Keep the hives close to clean water and away "
+        "from the pesticide spraying schedule of the neighbouring fields."
+    )
+    notes = upload_file(orchard.encode(), "orchard.txt", owner="carol")
+
+    # When both are analysed
+    assert _finished(photo)["status"] == "completed", file_status(photo)
+    assert _finished(notes)["status"] == "completed", file_status(notes)
+
+    # Then the photo's thumbnail is upright (portrait), fits the box, and carries no orientation tag
+    with Image.open(thumbnail_file(photo)) as thumbnail:
+        assert thumbnail.size == (128, 256)
+        assert 0x0112 not in thumbnail.getexif()
+    status = file_status(photo)
+    assert status is not None and (status["thumbnail_width"], status["thumbnail_height"]) == (128, 256)
+    # And the text file has no thumbnail but is found by meaning, with its best chunk
+    assert file_status(notes)["thumbnail_path"] is None  # type: ignore[index]
+    hits = search_files("which insects pollinate fruit trees", k=3)
+    assert hits and hits[0]["id"] == notes
+    assert "Honeybees pollinate" in hits[0]["text"]
+
+
+def test_a_bomb_fails_alone_and_the_worker_goes_on_with_the_next_file(worker: Any, storage_root: Path) -> None:
+    # Given a decompression bomb uploaded between two ordinary files
+    from pipelines.files import upload_file
+
+    before = upload_file(NOTES.encode(), "before.txt")
+    bomb = upload_file(_bomb_png(), "bomb.png")
+    after = upload_file(b"After the bomb: " + NOTES.encode(), "after.txt")
+
+    # When they are analysed
+    statuses = [_finished(file_id) for file_id in (before, bomb, after)]
+
+    # Then only the bomb failed, at the thumbnail, from its header, and the others completed
+    assert [status["status"] for status in statuses] == ["completed", "failed", "completed"]
+    assert statuses[1]["failed_step"] == "thumbnail"
+    assert "30000×30000" in statuses[1]["error"] and "megapixel" in statuses[1]["error"]
+
+
+def test_a_stuck_file_is_sent_again_then_failed_once_its_resends_are_spent(worker: Any, storage_root: Path) -> None:
+    # Given a completed file whose row is then made to look stuck in a step for over its hard limit
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from actors.files import STUCK_RESENDS, reap_stuck_files
+    from pipelines.files import file_status, upload_file
+    from storage import files as store
+    from storage.db import session_scope
+
+    file_id = upload_file(NOTES.encode(), "stuck.txt")
+    assert _finished(file_id)["status"] == "completed"
+
+    def make_stuck() -> None:
+        store.update_file(file_id, status="processing", step="text")
+        with session_scope() as session:
+            session.execute(
+                update(store.File)
+                .where(store.File.id == file_id)
+                .values(updated_at=datetime.now(UTC) - timedelta(hours=2))
+            )
+
+    # When the reaper runs while resends remain
+    for resend in range(1, STUCK_RESENDS + 1):
+        make_stuck()
+        assert reap_stuck_files.fn() == {"resent": 1, "failed": 0}
+        # Then the file is sent again from the start, the resend counted, and it completes
+        status = _finished(file_id)
+        assert status["status"] == "completed" and status["stuck_resends"] == resend
+
+    # When it is stuck once more
+    make_stuck()
+    assert reap_stuck_files.fn() == {"resent": 0, "failed": 1}
+
+    # Then it is failed at that step with the reason
+    status = file_status(file_id)
+    assert status is not None and status["status"] == "failed" and status["failed_step"] == "text"
+    assert status["error"].startswith("stuck in step text for 120 min after 2 resends")
+
+
+def test_the_daily_summary_and_the_quota_check_count_what_is_stored(
+    worker: Any, storage_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two uploads of one content and one of another
+    import dataclasses
+
+    import actors.files
+    from actors.files import check_storage_quota, send_files_daily_summary
+    from pipelines.files import upload_file
+    from settings import settings
+    from storage.files import storage_used
+
+    before = storage_used()["bytes"]
+    ids = [upload_file(b"x" * 1000, "a.txt"), upload_file(b"x" * 1000, "b.txt"), upload_file(b"y" * 500, "c.txt")]
+    assert [_finished(file_id)["status"] for file_id in ids] == ["completed"] * 3
+
+    # Then storage counts each content once
+    assert storage_used()["bytes"] - before == 1500
+
+    # And the summary counts the day's uploads and their outcomes
+    summary = send_files_daily_summary.fn()
+    assert summary["uploads"] >= 3 and summary["completed"] >= 3
+    assert summary["storage_bytes"] == storage_used()["bytes"]
+
+    # And the quota check is quiet without a quota, and over the line when storage nears it
+    assert check_storage_quota.fn()["over"] is False
+    quota = dataclasses.replace(settings, storage_quota_bytes=storage_used()["bytes"] + 10)
+    monkeypatch.setattr(actors.files, "settings", quota)
+    report = check_storage_quota.fn()
+    assert report["over"] is True and report["ratio"] >= quota.storage_quota_warn_ratio
