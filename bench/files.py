@@ -18,7 +18,11 @@ own: the interpreter, its library and the largest picture it held. Each does one
   (1/4) so the final resize has pixels to average: less decoding work, a little less sharpness;
 - ``pyvips thumbnail``: ``pyvips.Image.thumbnail`` from the file (shrink-on-load, autorotate);
 - ``ours (auto)``: ``processing.thumbnails.make_thumbnail(path, "image", engine="auto")``, with its
-  header check, exact dimensions, alpha check and no metadata; ``ours (pillow)`` is its Pillow engine.
+  header check, exact dimensions, alpha check and no metadata; ``ours (pillow)`` is its Pillow engine;
+- ``actor, N proc``: the ``make_file_thumbnail`` job through a real worker (``dramatiq actors -Q files
+  -p N -t 1``, embedded Redis and SQLite in a temporary folder), from the first send until the last
+  thumbnail is recorded in the ``files`` table; peak RSS is the largest worker process's. With one
+  process it is the per-core figure next to the direct calls; with one per CPU, what a deployment gets.
 
 Printed: thumbnails/s for the JPEGs and the PNGs and peak RSS per variant, then ours against naive Pillow
 (target at least 3×) and against the fastest direct call (target: within 1.2×).
@@ -32,6 +36,10 @@ import multiprocessing
 import os
 import resource
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -194,13 +202,14 @@ def make_files(
 
 def _engine_line() -> str:
     """Which engine ``engine="auto"`` picks here, with versions (run in a child, like everything heavy)."""
-    from processing.thumbnails import _resolve_engine
+    from processing.thumbnails import vips_available
 
-    if _resolve_engine("auto") != "vips":
+    if not vips_available():
         return "Pillow (pyvips not importable)"
     import pyvips
 
-    return f"pyvips {pyvips.__version__} on libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
+    version = f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
+    return f"Pillow for JPEG, pyvips {pyvips.__version__} on libvips {version} for the rest"
 
 
 def main() -> None:
@@ -212,6 +221,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="thumbnail box, pixels (default 256)")
     parser.add_argument("--distinct", type=int, default=4, help="distinct pictures of each format (default 4)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant, best kept (default 1)")
+    parser.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 1, help="worker processes of the deployment figure"
+    )
     args = parser.parse_args()
     if min(args.jpegs, args.pngs, args.distinct, args.repeat) < 1:
         parser.error("--jpegs, --pngs, --distinct and --repeat must be at least 1")
@@ -239,10 +251,15 @@ def main() -> None:
         results: dict[str, Result] = {}
         for _round in range(args.repeat):  # round-robin, so a slow spell of the machine hits every variant
             for name, _function in VARIANTS:
-                if name == "pyvips thumbnail" and not engine.startswith("pyvips"):
+                if name == "pyvips thumbnail" and "pyvips" not in engine:
                     continue
                 with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
                     result = pool.submit(_run_variant, name, jpegs, pngs, args.size).result()
+                results[name] = _best(results.get(name), result)
+            for processes in sorted({1, args.processes}):
+                with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                    result = pool.submit(actor_path, jpegs, pngs, args.size, processes).result()
+                name = f"actor, {processes} proc"
                 results[name] = _best(results.get(name), result)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -258,6 +275,8 @@ def main() -> None:
 
     ours = results[OURS]
     naive = results[BASELINE]
+    for name in (name for name in results if name.startswith("actor")):
+        print(f"{name} vs {BASELINE}: {_overall(args, results[name]) / _overall(args, naive):.2f}x the throughput")
     fastest_name = max((name for name in DIRECT if name in results), key=lambda name: _overall(args, results[name]))
     fastest = results[fastest_name]
     print()
@@ -271,6 +290,81 @@ def main() -> None:
         f"{fastest_name} (JPEG {ours.jpeg_seconds / fastest.jpeg_seconds:.2f}x, "
         f"PNG {ours.png_seconds / fastest.png_seconds:.2f}x; target <= 1.2x)"
     )
+
+
+def actor_path(jpegs: list[Path], pngs: list[Path], size: int, processes: int) -> Result:
+    """Runs in a spawned process: ``make_file_thumbnail`` through a real worker of ``processes``
+    processes, the JPEGs then the PNGs, each timed from the first send to the last thumbnail recorded."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-files-actor-"))
+    os.environ.update(VAR_DIR=str(folder / "var"), STORAGE_ROOT=str(folder / "storage"))
+    os.environ.update(THUMBNAIL_SIZE_PX=str(size), REDIS_URL="embedded")
+    for name in ("BROKER_URL", "DATABASE_URL"):  # the defaults: embedded Redis, SQLite under VAR_DIR
+        os.environ.pop(name, None)
+    from actors.files import make_file_thumbnail
+    from processing.files import detect_type, store_blob
+    from settings import settings
+    from storage import files as store
+    from storage.db import migrate
+
+    migrate()
+
+    def register(paths: list[Path]) -> list[int]:
+        ids = []
+        for path in paths:
+            blob = store_blob(path, root=settings.storage_root, max_bytes=settings.max_file_bytes)
+            detected = detect_type(path, path.name)
+            file_id = store.create_file(
+                filename=path.name, owner="", sha256=blob.sha256, blob_path=blob.path, size_bytes=blob.size_bytes
+            )
+            store.update_file(file_id, mime_type=detected.mime_type, kind=detected.kind)
+            ids.append(file_id)
+        return ids
+
+    def run(ids: list[int]) -> float:
+        from sqlalchemy import func, select
+
+        from storage.db import session_scope
+
+        started = time.perf_counter()
+        for file_id in ids:
+            make_file_thumbnail.send(file_id)
+        query = select(func.count()).where(store.File.id.in_(ids), store.File.thumbnail_path.is_not(None))
+        while True:
+            with session_scope() as session:
+                if session.scalar(query) == len(ids):
+                    return time.perf_counter() - started
+            time.sleep(0.01)
+
+    warm, jpeg_ids, png_ids = register(jpegs[:1] + pngs[:1]), register(jpegs), register(pngs)
+    command = [sys.executable, "-m", "dramatiq", "actors", "-p", str(processes), "-t", "1", "-Q", "files"]
+    with socket.socket() as probe:  # a free loopback port for the worker's metrics server
+        probe.bind(("127.0.0.1", 0))
+        env = {**os.environ, "METRICS_PORT": str(probe.getsockname()[1])}
+    root = Path(__file__).resolve().parent.parent
+    with open(folder / "worker.log", "wb") as log:
+        worker = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=log, start_new_session=True)
+    try:
+        run(warm)  # imports, the first queries, every process up
+        start_mb = _tree_peak_mb(worker.pid)
+        jpeg_seconds, png_seconds = run(jpeg_ids), run(png_ids)
+        return Result(jpeg_seconds, png_seconds, _tree_peak_mb(worker.pid), start_mb)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _tree_peak_mb(pid: int) -> float:
+    """The largest peak RSS (VmHWM) of ``pid`` and its children: one worker process's own."""
+    peaks = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if fields.get("Pid", "").strip() == str(pid) or fields.get("PPid", "").strip() == str(pid):
+            peaks.append(int(fields.get("VmHWM", "0 kB").split()[0]) / 1024)
+    return max(peaks, default=0.0)
 
 
 def _best(kept: Result | None, new: Result) -> Result:

@@ -1,9 +1,11 @@
 """Thumbnails for the file drive: images, the first page of a PDF, a frame of a video.
 
 No broker here: ``make_thumbnail(path, kind)`` runs the same in a notebook. Two engines make the same
-thumbnail: pyvips (used when it is importable: it shrinks while it decodes, so a camera JPEG is never
-held at full size) and Pillow, the reference. Both give the same dimensions for the same input, apply
+thumbnail: pyvips (it shrinks while it decodes, and reads PNG, WebP, GIF and TIFF two to three times
+faster than Pillow) and Pillow, the reference. Both give the same dimensions for the same input, apply
 the EXIF orientation and write no metadata at all, so no orientation tag can rotate the result twice.
+``engine="auto"`` takes Pillow for a JPEG (its decoder scales by 1/8 in the DCT, the least work there is
+for a camera picture into a small box, measured in ``bench/files.py``) and pyvips for the rest.
 
 Every failure is a ``PermanentError`` with one line a person understands; no library exception leaves
 this module. An image's declared size is checked against a pixel limit before a single pixel is decoded,
@@ -34,6 +36,7 @@ _ORIENTATION_TAG = 0x0112
 #: EXIF orientations that turn the picture by 90 degrees, so width and height swap.
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 _WHITE = 255
+_JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def make_thumbnail(
     ``kind`` is ``"image"`` (JPEG, PNG, GIF, WebP, TIFF; the first frame of an animation), ``"pdf"`` (the
     first page) or ``"video"`` (the frame at 10% of the duration). An image is never enlarged. Transparency
     is kept (PNG); with ``keep_alpha=False`` it is flattened on white and the thumbnail is always a JPEG.
-    ``engine`` is ``"vips"``, ``"pillow"`` or ``"auto"`` (pyvips when importable, else Pillow).
+    ``engine`` is ``"vips"``, ``"pillow"`` or ``"auto"`` (Pillow for a JPEG, pyvips when importable otherwise).
     ``timeout_seconds`` bounds each ``pdftoppm``/``ffmpeg``/``ffprobe`` run.
 
     Raises ``NotFound``, ``UnsupportedFormat``, ``CorruptInput``, ``TooLarge`` (over ``max_pixels``),
@@ -76,13 +79,22 @@ def make_thumbnail(
     if path.stat().st_size == 0:
         raise CorruptInput(f"{path.name!r} is empty (0 bytes)")
     if kind == "image":
-        return _thumbnail_image(path, size, engine, max_pixels, keep_alpha)
+        return _thumbnail_image(path, size, _engine_for(path, engine), max_pixels, keep_alpha)
     with tempfile.TemporaryDirectory(prefix="thumbnail-") as folder:
         if kind == "pdf":
             still = _render_first_page(path, Path(folder), size, timeout_seconds)
         else:
             still = _grab_video_frame(path, Path(folder), size, max_pixels, timeout_seconds)
-        return _thumbnail_image(still, size, engine, max_pixels, keep_alpha)
+        return _thumbnail_image(still, size, _engine_for(still, engine), max_pixels, keep_alpha)
+
+
+def _engine_for(path: Path, engine: str) -> str:
+    """``engine``, or for ``auto`` the faster one for this file: Pillow for a JPEG, pyvips otherwise."""
+    if engine != "auto":
+        return engine
+    with open(path, "rb") as handle:
+        is_jpeg = handle.read(3) == _JPEG_MAGIC
+    return "pillow" if is_jpeg or _pyvips() is None else "vips"
 
 
 def fit_within(width: int, height: int, size: int) -> tuple[int, int]:
@@ -97,12 +109,17 @@ def fit_within(width: int, height: int, size: int) -> tuple[int, int]:
 
 def _resolve_engine(engine: str) -> str:
     if engine == "auto":
-        return "vips" if _pyvips() is not None else "pillow"
+        return engine
     if engine not in ENGINES:
         raise InvalidArgument(f"unknown thumbnail engine {engine!r} (choose from {', '.join(ENGINES)})")
     if engine == "vips" and _pyvips() is None:
         raise MissingDependency("pyvips is not importable; install pyvips and pyvips-binary, or use Pillow")
     return engine
+
+
+def vips_available() -> bool:
+    """Whether pyvips and the libvips under it load here (``engine="auto"`` then uses them)."""
+    return _pyvips() is not None
 
 
 @functools.cache
@@ -205,9 +222,11 @@ def _thumbnail_pillow(path: Path, size: int, max_pixels: int, keep_alpha: bool) 
             opened.seek(0)  # the first frame of an animation
             orientation = int(opened.getexif().get(_ORIENTATION_TAG, 1) or 1)
             width, height = fit_within(*_oriented(opened.width, opened.height, orientation), size)
-            # JPEG only: decode at 1/2, 1/4 or 1/8 scale, still twice the thumbnail's size, so the final
-            # resize has pixels to average: the rule of Pillow's own thumbnail() and of libvips.
-            opened.draft(opened.mode, _oriented(2 * width, 2 * height, orientation))
+            # JPEG only: decode at 1/2, 1/4 or 1/8 scale, never below the thumbnail's size. The scaled
+            # decode averages each 8×8 block in the DCT, so it is a clean box filter, and the resize after
+            # it still reduces; decoding at twice the size (Pillow's thumbnail(), libvips) costs a third
+            # more time for a difference a 256-pixel picture does not show.
+            opened.draft(opened.mode, _oriented(width, height, orientation))
             image = ImageOps.exif_transpose(opened)
             if (image.width < image.height and width > height) or (image.width > image.height and width < height):
                 # An orientation found only while decoding (a PNG's eXIf after its pixels) turned it.
