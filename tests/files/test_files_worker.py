@@ -123,6 +123,8 @@ def test_a_pdf_named_txt_is_read_as_a_pdf_and_the_mismatch_is_recorded(worker: A
     assert status["status"] == "completed", status
     assert (status["kind"], status["mime_type"]) == ("pdf", "application/pdf")
     assert status["type_mismatch"] == "notes.txt is named like text but its content is application/pdf"
+    # And its first page is the thumbnail: a portrait page fitted in the box
+    assert status["thumbnail_path"] is not None and status["thumbnail_height"] == 256
     assert "tomatoes" in status["ai"]["tags"]
 
 

@@ -302,6 +302,33 @@ def test_a_video_is_thumbnailed_from_a_frame(clip: Path, engine: str) -> None:
     assert _open(thumbnail.data).size == (256, 192)
 
 
+def test_when_the_fast_seek_yields_no_frame_the_accurate_seek_is_tried(
+    clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an ffmpeg whose fast seek (-ss before -i) lands where nothing decodes
+    import processing.thumbnails as thumbnails
+
+    real = thumbnails._run_tool
+    ffmpeg_calls: list[list[str]] = []
+
+    def run_tool(command: list[str], timeout_seconds: float, what: str) -> subprocess.CompletedProcess[str]:
+        if command[0] != "ffmpeg":
+            return real(command, timeout_seconds, what)
+        ffmpeg_calls.append(command)
+        if command.index("-ss") < command.index("-i"):
+            return subprocess.CompletedProcess(command, 0, "", "")  # "succeeds" without writing a frame
+        return real(command, timeout_seconds, what)
+
+    monkeypatch.setattr(thumbnails, "_run_tool", run_tool)
+
+    # When the video is thumbnailed
+    thumbnail = make_thumbnail(clip, "video")
+
+    # Then the fast seek came first, the accurate one after it, and the frame is there
+    assert [command.index("-ss") < command.index("-i") for command in ffmpeg_calls] == [True, False]
+    assert (thumbnail.width, thumbnail.height) == (256, 192)
+
+
 def test_a_file_without_a_video_stream_is_refused(tmp_path: Path, engine: str) -> None:
     # Given a WAV file: audio only
     path = tmp_path / "tone.wav"
