@@ -14,9 +14,7 @@ from tests.web.conftest import start_server, stop_server
 
 pytestmark = pytest.mark.timeout(300)
 
-TEXT = (
-    "The glassblower gathers molten glass from the furnace on a long pipe and turns it while blowing a vase."
-)
+TEXT = "The glassblower gathers molten glass from the furnace on a long pipe and turns it while blowing a vase."
 
 
 def _transparent_png() -> bytes:
@@ -130,3 +128,31 @@ def test_an_upload_over_max_file_bytes_is_refused_before_anything_is_stored(
     after = sorted(blobs.rglob("*"))
     assert len(after) - len(before) <= 2  # the small file's blob (and its folder), never the big one
     assert not any(path.is_file() and path.stat().st_size >= 200_000 for path in after)
+
+
+def test_webhooks_and_deliveries_are_managed_over_http(server, api) -> None:  # type: ignore[no-untyped-def]
+    # Given an endpoint added over HTTP
+    added = api.post("/api/v1/webhooks", json={"url": "https://example.com/hooks", "events": ["summary.daily"]})
+    assert added.status_code == 200, added.text
+    endpoint = added.json()
+    try:
+        # Then its secret is in that answer only, and the listing shows the endpoint without it
+        assert endpoint["secret"].startswith("whsec_") and endpoint["events"] == ["summary.daily"]
+        listed = {row["id"]: row for row in api.get("/api/v1/webhooks").json()}
+        assert endpoint["id"] in listed and "secret" not in listed[endpoint["id"]]
+
+        # And bad requests are one readable line each
+        bad_event = api.post("/api/v1/webhooks", json={"url": "https://example.com/x", "events": ["file.deleted"]})
+        assert bad_event.status_code == 400 and "unknown event 'file.deleted'" in bad_event.json()["detail"]
+        assert api.post("/api/v1/deliveries/999999/replay").status_code == 404
+        assert api.get("/api/v1/deliveries/999999").status_code == 404
+        assert api.get("/api/v1/deliveries", params={"status": "pending"}).status_code == 200
+        with server.client() as anonymous:
+            assert (
+                anonymous.post("/api/v1/webhooks", json={"url": "https://e.com", "events": ["file.failed"]}).status_code
+                == 401
+            )
+    finally:
+        # When it is removed, it is gone from the listing
+        assert api.delete(f"/api/v1/webhooks/{endpoint['id']}").status_code == 200
+    assert endpoint["id"] not in {row["id"] for row in api.get("/api/v1/webhooks").json()}
