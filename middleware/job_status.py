@@ -370,13 +370,18 @@ class JobWriter:
                 if values[index] is not None:
                     values[index] = _db_time(values[index], sqlite)
             params.append(tuple(values))
+        attempts = _attempt_params(rows, sqlite)
         for attempt in (1, 2, 3):
             try:
                 with engine.begin() as connection:
                     if sqlite:
                         connection.exec_driver_sql(_UPSERT_SQLITE, params)  # type: ignore[arg-type]
+                        if attempts:
+                            connection.exec_driver_sql(_INSERT_ATTEMPT_SQLITE, attempts)  # type: ignore[arg-type]
                     else:
                         _upsert_postgres(connection, params)
+                        if attempts:
+                            _insert_attempts_postgres(connection, attempts)
                 return
             except OperationalError as error:
                 # A deadlock or serialization failure rolls the batch back whole: write it again.
@@ -519,6 +524,33 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _failed_attempt(row: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The ``job_attempts`` values of a row that records a failed attempt; ``None`` for any other row."""
+    if not row.get("error_type") or not row.get("attempts"):
+        return None
+    finished = row.get("finished_at") or row.get("updated_at")
+    return (
+        row["id"],
+        row["attempts"],
+        row.get("state"),
+        row["error_type"],
+        row.get("error_message"),
+        row.get("traceback"),
+        finished,
+    )
+
+
+def _attempt_params(rows: list[dict[str, Any]], sqlite: bool) -> list[tuple[Any, ...]]:
+    """Every failed attempt the rows carry (their own, and those a merge replaced), for ``job_attempts``."""
+    params = []
+    for row in rows:
+        for failed in (*row.get(_EARLIER_ATTEMPTS, ()), _failed_attempt(row)):
+            if failed is not None:
+                finished = failed[-1]
+                params.append((*failed[:-1], None if finished is None else _db_time(finished, sqlite)))
+    return params
+
+
 def _db_time(value: Any, sqlite: bool) -> Any:
     """A row's time (epoch seconds, as the hooks record them, or a datetime) as the database takes it.
 
@@ -554,6 +586,16 @@ def _upsert_postgres(connection: Any, params: list[tuple[Any, ...]]) -> None:
         cursor.close()
 
 
+def _insert_attempts_postgres(connection: Any, params: list[tuple[Any, ...]]) -> None:
+    from psycopg2.extras import execute_values
+
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        execute_values(cursor, _INSERT_ATTEMPTS_POSTGRES, params, page_size=1000)
+    finally:
+        cursor.close()
+
+
 def _upsert_sql(placeholder: str, *, values: str | None = None) -> str:
     """INSERT ... ON CONFLICT for SQLite and PostgreSQL alike; SET expressions read the old row."""
     newer = "excluded.seq >= jobs.seq"
@@ -582,6 +624,12 @@ def _upsert_sql(placeholder: str, *, values: str | None = None) -> str:
 
 
 _CLEARED_BY_NEW_ATTEMPT = ("error_type", "error_message", "traceback", "finished_at", "result")
+#: Key of a pending row's failed attempts that a merged later attempt replaced (see ``_merge``).
+_EARLIER_ATTEMPTS = "earlier_attempts"
+_ATTEMPT_COLUMNS = ("job_id", "attempt", "state", "error_type", "error_message", "traceback", "finished_at")
+_INSERT_ATTEMPT = f"INSERT INTO job_attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES {{}} ON CONFLICT DO NOTHING"
+_INSERT_ATTEMPT_SQLITE = _INSERT_ATTEMPT.format("(" + ", ".join("?" for _ in _ATTEMPT_COLUMNS) + ")")
+_INSERT_ATTEMPTS_POSTGRES = _INSERT_ATTEMPT.format("%s")  # execute_values fills in the rows
 _UPSERT_SQLITE = _upsert_sql("?")
 _UPSERT_POSTGRES_VALUES = _upsert_sql("%s", values="%s")
 _TIME_INDEXES = tuple(_COLUMNS.index(column) for column in _TIME_COLUMNS)
@@ -594,6 +642,16 @@ def _merge(current: dict[str, Any], newer: dict[str, Any]) -> None:
     for column in _FILL_ONCE:
         if current.get(column) is None:
             current[column] = newer.get(column)
+    # Of two attempts, the row keeps the later one's error; the earlier failed one goes to job_attempts.
+    earlier = [*current.get(_EARLIER_ATTEMPTS, ()), *newer.get(_EARLIER_ATTEMPTS, ())]
+    older = current if newer.get("seq", 0) > current.get("seq", 0) + 5 else None
+    if current.get("seq", 0) > newer.get("seq", 0) + 5:
+        older = newer
+    failed = _failed_attempt(older) if older is not None else None
+    if failed is not None:
+        earlier.append(failed)
+    if earlier:
+        current[_EARLIER_ATTEMPTS] = earlier
     if newer.get("seq", 0) >= current.get("seq", 0):
         if newer["seq"] > current.get("seq", 0) + 5:
             for column in _CLEARED_BY_NEW_ATTEMPT:

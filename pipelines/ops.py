@@ -235,6 +235,29 @@ def get_job(job_id: str) -> Job:
     return job
 
 
+def failed_attempts(job: Job) -> list[dict[str, Any]]:
+    """Each failed attempt of the job, first to last, with its error and traceback (the job row keeps only
+    the latest). A job with one attempt and no error has none, and costs no query."""
+    from storage.jobs import attempts_of
+
+    if (job.attempts or 0) < 2 and not job.error_type:
+        return []
+    found = []
+    for attempt in attempts_of(job.id):
+        finished = _aware(attempt.finished_at)
+        found.append(
+            {
+                "attempt": attempt.attempt,
+                "state": attempt.state,
+                "error_type": attempt.error_type,
+                "error_message": attempt.error_message,
+                "traceback": attempt.traceback,
+                "finished_at": finished.isoformat() if finished else None,
+            }
+        )
+    return found
+
+
 def job_with_tree(job_id: str, *, depth: int = 3, limit: int = 200) -> tuple[Job, list[dict[str, Any]]]:
     """The job and the jobs it started (``parent_id`` = its id), each with its own children, ``depth``
     levels; one session, one query per level."""

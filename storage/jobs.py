@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 
 from storage.db import session_scope
-from storage.models import FINISHED_STATES, Job, JobState
+from storage.models import FINISHED_STATES, Job, JobAttempt, JobState
 
 
 def get_job(job_id: str) -> Job | None:
@@ -93,12 +93,15 @@ def mark_stuck(job_id: str, *, seq: int, now: datetime, message: str) -> bool:
 
 
 def prune_finished(older_than: timedelta, now: datetime) -> int:
-    """Delete finished jobs that ended before ``now - older_than``."""
+    """Delete finished jobs that ended before ``now - older_than``, and their failed attempts."""
+    old = (Job.state.in_([state.value for state in FINISHED_STATES]), Job.finished_at < now - older_than)
     with session_scope() as session:
-        result = session.execute(
-            delete(Job).where(
-                Job.state.in_([state.value for state in FINISHED_STATES]),
-                Job.finished_at < now - older_than,
-            )
-        )
+        session.execute(delete(JobAttempt).where(JobAttempt.job_id.in_(select(Job.id).where(*old))))
+        result = session.execute(delete(Job).where(*old))
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def attempts_of(job_id: str) -> list[JobAttempt]:
+    """The job's failed attempts, first to last (its latest error is also on the job row)."""
+    with session_scope() as session:
+        return list(session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.attempt)))

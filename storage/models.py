@@ -1,4 +1,4 @@
-"""The platform's own tables: the job table, scheduler state and health checks."""
+"""The platform's own tables: the job table, each failed attempt, scheduler state and health checks."""
 
 from __future__ import annotations
 
@@ -40,15 +40,19 @@ STATE_RANK = {
 
 
 class Job(Base):
-    """One row per message id: what ran, how it went, and where it is now."""
+    """One row per message id: what ran, how it went, and where it is now.
+
+    Indexed (migrations ``core_0001``, ``web_0001``, ``web_0002``) by ``finished_at``, ``updated_at``, and
+    by each listing filter (state, actor, queue, parent) followed by ``enqueued_at, id``.
+    """
 
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    actor: Mapped[str | None] = mapped_column(String(200), index=True)
+    actor: Mapped[str | None] = mapped_column(String(200))
     queue: Mapped[str | None] = mapped_column(String(100))
     args: Mapped[str | None] = mapped_column(Text)
-    state: Mapped[str | None] = mapped_column(String(20), index=True)
+    state: Mapped[str | None] = mapped_column(String(20))
     # attempt * 10 + state rank: writes from several processes arrive out of order, and a row only
     # takes a write whose seq is not lower than its own.
     seq: Mapped[int] = mapped_column(Integer, default=0)
@@ -56,17 +60,32 @@ class Job(Base):
     error_type: Mapped[str | None] = mapped_column(String(200))
     error_message: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     progress: Mapped[float | None] = mapped_column(Float)
     progress_note: Mapped[str | None] = mapped_column(String(500))
     result: Mapped[str | None] = mapped_column(Text)
-    parent_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    parent_id: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When ``cancel`` was asked for. Only that is recorded: the state stays what the worker reports, so a
     # job that ran to its end before the cancel reached it still shows what it did.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobAttempt(Base):
+    """One failed attempt of a job: its error and traceback, kept when the next attempt clears the job
+    row's. A job that succeeded at once has none."""
+
+    __tablename__ = "job_attempts"
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1-based, as ``Job.attempts``
+    state: Mapped[str] = mapped_column(String(20))  # retrying, failed or dead: how the attempt ended
+    error_type: Mapped[str | None] = mapped_column(String(200))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ScheduleState(Base):

@@ -146,9 +146,10 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: JobId) -> dict[str, Any]:
-    """One job: state, attempts, progress, result, error and traceback, and a run's children."""
+    """One job: state, attempts, progress, result, error and traceback, each failed attempt's error and
+    traceback (``failed_attempts``), and a run's children."""
     job, children = ops.job_with_tree(job_id)
-    return {**ops.job_dict(job), "children": children}
+    return {**ops.job_dict(job), "failed_attempts": ops.failed_attempts(job), "children": children}
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=Write)

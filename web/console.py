@@ -209,7 +209,8 @@ def job_detail(request: Request, job_id: str) -> HTMLResponse:
     except ops.UnknownJob as error:
         return _page(request, "error.html", status_code=404, message=str(error))
     job = ops.job_dict(row)
-    return _page(request, "job.html", job=job, children=children, finished=job["state"] in FINISHED)
+    attempts = ops.failed_attempts(row)
+    return _page(request, "job.html", job=job, children=children, attempts=attempts, finished=job["state"] in FINISHED)
 
 
 @router.get("/dead-letters", response_class=HTMLResponse)

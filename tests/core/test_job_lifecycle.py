@@ -34,6 +34,41 @@ def test_a_transient_failure_is_retried_with_growing_backoff_until_it_succeeds(w
     first_delay, second_delay = recorder.delays(message.message_id)
     assert 160 <= first_delay <= 240
     assert 320 <= second_delay <= 480
+    # And each failed attempt keeps its own error and traceback, though the row now shows none
+    from pipelines.ops import failed_attempts
+
+    assert row.error_type is None and row.traceback is None
+    attempts = failed_attempts(row)
+    assert [(a["attempt"], a["state"], a["error_message"]) for a in attempts] == [
+        (1, "retrying", "transient failure 1"),
+        (2, "retrying", "transient failure 2"),
+    ]
+    assert all("ConnectionError: transient failure" in a["traceback"] for a in attempts)
+
+
+def test_a_failed_attempt_merged_in_memory_with_the_next_one_is_still_recorded() -> None:
+    # Given a retrying row and its next attempt's rows recorded before the writer flushed any of them
+    import time
+
+    from middleware.job_status import writer
+    from storage.jobs import attempts_of, get_job
+
+    job_id = f"merge-{uuid.uuid4().hex}"
+    now = time.time()
+    base = {"id": job_id, "actor": "flaky", "queue": "default", "updated_at": now}
+    failed = {"error_type": "ConnectionError", "error_message": "first", "traceback": "Traceback: first"}
+    with writer.write_lock:  # the writer thread cannot flush in between
+        writer.record({**base, "seq": 12, "state": "retrying", "attempts": 1, **failed})
+        writer.record({**base, "seq": 21, "state": "running", "attempts": 2})
+        writer.record({**base, "seq": 23, "state": "succeeded", "attempts": 2, "finished_at": now, "result": "1"})
+
+    # When they are written as one row
+    writer.flush()
+
+    # Then the row is the second attempt's, and the first attempt's error is in job_attempts
+    row = get_job(job_id)
+    assert row is not None and row.state == "succeeded" and row.error_type is None
+    assert [(a.attempt, a.state, a.error_message) for a in attempts_of(job_id)] == [(1, "retrying", "first")]
 
 
 def test_actors_retry_a_max_number_of_times_then_the_message_is_dead_lettered(worker, broker, redis_client, key):

@@ -347,6 +347,9 @@ def test_dead_letters_are_listed_replayed_as_new_jobs_and_purged(server, api, wo
     key = f"web:{uuid.uuid4().hex}"
     dead_id = api.post("/api/v1/jobs", json={"actor": "fails_until_fixed", "args": [key]}).json()["id"]
     assert wait_for_state(api, dead_id, "dead")["attempts"] == 2
+    failed = api.get(f"/api/v1/jobs/{dead_id}").json()["failed_attempts"]
+    assert [(a["attempt"], a["state"]) for a in failed] == [(1, "retrying"), (2, "dead")]
+    assert all(a["error_message"] and "Traceback" in a["traceback"] for a in failed)
     wait_until(lambda: dead_id in [d["message_id"] for d in api.get("/api/v1/dead-letters").json()], timeout=10)
 
     # When the cause is fixed and the dead letter replayed

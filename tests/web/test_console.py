@@ -137,6 +137,13 @@ def test_a_dead_letter_is_replayed_from_the_console_and_succeeds(page, api, work
     dead = submit(api, "fails_until_fixed", key)
     wait_for_state(api, dead, "dead")
     wait_until(lambda: dead in [d["message_id"] for d in api.get("/api/v1/dead-letters").json()], timeout=10)
+
+    # And its page lists both failed attempts, each with its traceback
+    page.goto(f"/jobs/{dead}")
+    rows = page.locator("#attempts tbody tr")
+    assert rows.count() == 2
+    assert [rows.nth(i).locator("td").first.inner_text() for i in range(2)] == ["1", "2"]
+    assert "dead" in rows.nth(1).inner_text() and rows.nth(0).locator("details pre").count() == 1
     redis_client.set(f"{key}:fixed", 1)
 
     # When the operator replays it from the dead letters page
