@@ -819,6 +819,7 @@ def middleware_stack(redis_client: redis.Redis | None) -> list[Middleware]:
     it, so their order does not change what each one records, with one exception: a middleware that
     skips a delivery stops the before-hooks after it, which is why the gates come before JobStatus.
     """
+    from metrics_server import serve_from_fork
     from middleware.arguments import ArgumentTypes
     from middleware.callbacks import Callbacks
     from middleware.cancel import Cancellation
@@ -835,7 +836,7 @@ def middleware_stack(redis_client: redis.Redis | None) -> list[Middleware]:
 
     # MessageSize and OptionTypes first: a message they refuse at send is recorded by nobody.
     stack: list[Middleware] = [MessageSize(max_bytes=settings.max_message_bytes), OptionTypes(), CurrentMessage()]
-    stack.append(Metrics() if settings.metrics_enabled else MetricsOff())
+    stack.append(Metrics(forks=[serve_from_fork]) if settings.metrics_enabled else MetricsOff())
     stack += [
         # The gates that may skip a delivery come before JobStatus, so a cancelled or rate-limited
         # delivery never shows as ``running`` (a skip stops the remaining before-hooks).

@@ -224,12 +224,11 @@ def current_ledger() -> JobLedger:
 
         import dramatiq
 
-        from broker import redis_client_for
-
-        try:
-            client = redis_client_for(dramatiq.get_broker())
-        except Exception:
-            client = None
+        # The client this middleware was given, when the broker has it (a script or test outside a worker).
+        client = next(
+            (m.client for m in dramatiq.get_broker().middleware if isinstance(m, LlmUsage)),
+            None,
+        )
         ledger = JobLedger(job_id=f"local-{uuid.uuid4().hex}", attempt=1, client=client, write_through=True)
     return ledger
 

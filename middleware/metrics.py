@@ -289,10 +289,21 @@ class Metrics(Middleware):
       host(str): where the exposition server listens. Default: ``METRICS_HOST`` (127.0.0.1).
       port(int): its port. Default: ``METRICS_PORT`` (9191).
       directory(str): prometheus-client's multiprocess directory. Default: ``METRICS_DIR``.
+      forks(list[Callable[[], int]]): Dramatiq fork processes to run beside the workers, such as the one
+        that serves the scrape (``metrics_server.serve_from_fork``, handed in by ``broker.py``: serving
+        needs the broker, which no middleware imports). Default: none.
     """
 
-    def __init__(self, *, host: str | None = None, port: int | None = None, directory: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        directory: str | None = None,
+        forks: list[Callable[[], int]] | None = None,
+    ) -> None:
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self._forks = list(forks or ())
         self.host = host or settings.metrics_host
         self.port = port or settings.metrics_port
         self.directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(settings.metrics_dir)
@@ -306,7 +317,7 @@ class Metrics(Middleware):
 
     @property
     def forks(self) -> list[Any]:
-        return [_serve_from_fork]
+        return self._forks
 
     def after_process_boot(self, broker: Broker) -> None:
         # Counters start from zero with each worker command, not from what the last one left on disk.
@@ -585,40 +596,3 @@ def make_server(host: str, port: int, directory: str, collector: BrokerCollector
 
     ThreadingHTTPServer.allow_reuse_address = True
     return ThreadingHTTPServer((host, port), Handler)
-
-
-def serve_metrics(
-    host: str | None = None, port: int | None = None, *, directory: str | None = None, block: bool = True
-) -> ThreadingHTTPServer:
-    """Serve the metrics over HTTP; with ``block=False`` in a daemon thread, returning the server."""
-    import dramatiq
-
-    from broker import queue_depths, redis_client_for
-
-    directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(settings.metrics_dir)
-    use_multiprocess_dir(directory)
-    broker = dramatiq.get_broker()
-    client = redis_client_for(broker)
-    collector = BrokerCollector(client, lambda: queue_depths(broker)) if client is not None else None
-    server = make_server(host or settings.metrics_host, port or settings.metrics_port, directory, collector)
-    if block:
-        server.serve_forever()
-    else:
-        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    return server
-
-
-def _serve_from_fork() -> int:
-    import actors  # noqa: F401  (builds the broker this process reads queue depths from)
-
-    logging.getLogger(__name__).info(
-        "Serving metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port
-    )
-    try:
-        serve_metrics()
-    except OSError as error:
-        logger.error(
-            "Metrics server could not listen on %s:%d: %s", settings.metrics_host, settings.metrics_port, error
-        )
-        return 1
-    return 0

@@ -41,7 +41,7 @@ def _value(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_count_messages_by_outcome_and_show_queue_depth(worker, broker):
-    from middleware.metrics import serve_metrics
+    from metrics_server import serve_metrics
     from tests.core.sample_actors import counts, rejects_input
 
     key = f"test:{uuid.uuid4().hex}"

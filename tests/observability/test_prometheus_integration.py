@@ -1,7 +1,7 @@
 """A real Prometheus scrapes a real worker and a real scheduler; the dashboard and the alerts read real data.
 
 The module starts, once: a Dramatiq worker in this process on every queue with its metrics exposition
-server (``middleware.metrics.serve_metrics``) on a free loopback port; the scheduler in a process of its
+server (``metrics_server.serve_metrics``) on a free loopback port; the scheduler in a process of its
 own (``obs_scheduler_driver.py``, a fast clock); and the Debian ``prometheus`` binary with a config and a
 data directory of the test's own, scraping both every second and evaluating ``docker/prometheus/alerts.yml``.
 It sends a mix of succeeding, retried, failing and rejected jobs before and while Prometheus scrapes, then
@@ -223,8 +223,8 @@ def observed(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     import obs_actors
 
     from broker import redis_client_for
+    from metrics_server import serve_metrics
     from middleware.job_status import flush
-    from middleware.metrics import serve_metrics
     from tests.support import wait_for_job, wait_until
 
     workdir = tmp_path_factory.mktemp("prometheus")
