@@ -161,6 +161,20 @@ def storage_root() -> Path:
 
 
 @pytest.fixture
+def loopback_allowed() -> Iterator[None]:
+    """Let user-given URLs (media, webhooks) reach 127.0.0.0/8, where the tests' servers listen; the
+    outbound policy refuses loopback by default."""
+    from processing import netguard
+
+    previous = netguard.current_policy()
+    netguard.set_policy(netguard.OutboundPolicy.parse("127.0.0.0/8"))
+    try:
+        yield
+    finally:
+        netguard.set_policy(previous)
+
+
+@pytest.fixture
 def worker(broker) -> Iterator[object]:  # type: ignore[no-untyped-def]
     """A real Dramatiq worker on every queue, in this process; queues are emptied before and after."""
     import dramatiq

@@ -28,19 +28,6 @@ LINE_TOKEN = "planted-line-token-8c1f"
 
 
 @pytest.fixture
-def loopback_allowed() -> Iterator[None]:
-    """Let webhooks reach 127.0.0.0/8, where the test receivers listen (refused by default)."""
-    from processing import netguard
-
-    previous = netguard.current_policy()
-    netguard.set_policy(netguard.OutboundPolicy.parse("127.0.0.0/8"))
-    try:
-        yield
-    finally:
-        netguard.set_policy(previous)
-
-
-@pytest.fixture
 def endpoints() -> Iterator[list[int]]:
     """Ids of the endpoints a test registers, removed when it ends so later events skip them."""
     from pipelines.notifications import remove_webhook

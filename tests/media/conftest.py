@@ -35,19 +35,6 @@ def sentence() -> str:
 
 
 @pytest.fixture
-def loopback_allowed() -> Iterator[None]:
-    """Let media URLs reach 127.0.0.0/8, where the tests' servers listen (refused by default)."""
-    from processing import netguard
-
-    previous = netguard.current_policy()
-    netguard.set_policy(netguard.OutboundPolicy.parse("127.0.0.0/8"))
-    try:
-        yield
-    finally:
-        netguard.set_policy(previous)
-
-
-@pytest.fixture
 def media_server(tmp_path: Path, loopback_allowed: None) -> Iterator[MediaServer]:
     """An HTTP server on 127.0.0.1 serving the files a test puts in ``server.root`` (with Range support)."""
     root = tmp_path / "www"
