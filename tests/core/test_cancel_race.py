@@ -71,13 +71,17 @@ def slow_writer_worker(broker):  # type: ignore[no-untyped-def]
 
 
 def test_cancelling_a_job_that_already_finished_leaves_its_real_outcome(slow_writer_worker, redis_client, key):
+    from middleware.job_status import outcome_waiting
     from pipelines import cancel
     from tests.core.sample_actors import waits_for_go
 
     # Given a job that ran to its end while its table row still says queued
     message = waits_for_go.send(key)
     redis_client.set(f"{key}:go", 1)
-    wait_until(lambda: redis_client.get(f"{key}:ran"), timeout=60)
+    # Ended means its outcome is decided and stored with the ack: the `ran` flag is set a few bytecodes
+    # before the actor returns, and a cancel that lands in those still interrupts the attempt (cancelled).
+    wait_until(lambda: outcome_waiting(redis_client, message.message_id), timeout=60)
+    assert redis_client.get(f"{key}:ran")
     row = job(message.message_id)
     assert row is not None and row.state == "queued"
 
