@@ -297,13 +297,11 @@ def _under_storage_root(path: str) -> None:
 @router.post("/documents", dependencies=Write)
 def ingest_document(body: DocumentRequest) -> dict[str, Any]:
     """Extract → OCR → chunk → embed one document; returns its id and the run's id (its jobs' parent)."""
-    from pipelines.documents import document_status
     from pipelines.documents import ingest_document as ingest
 
     _under_storage_root(body.path)
-    document_id = ingest(body.path)
-    status = document_status(document_id) or {}
-    return {"document_id": document_id, "run_id": status.get("message_id")}
+    run = ingest(body.path)
+    return {"document_id": run.document_id, "run_id": run.id}
 
 
 @router.get("/documents/{document_id}")
