@@ -374,9 +374,9 @@ def upload_file(
     """Store a multipart upload (field ``file``) and start analysing it; answers at once with its id."""
     from pipelines.files import upload_file as upload
 
-    file_id = upload(file.file, file.filename or "upload", owner=owner, dedupe=dedupe)
-    status = _file_or_404(file_id)
-    return {"file_id": file_id, "status": status["status"], "run_id": status["message_id"]}
+    run = upload(file.file, file.filename or "upload", owner=owner, dedupe=dedupe)
+    status = _file_or_404(run.file_id)
+    return {"file_id": run.file_id, "status": status["status"], "run_id": run.id}
 
 
 @router.get("/files")
@@ -424,8 +424,7 @@ def reprocess_file(file_id: FileId) -> dict[str, Any]:
     """Analyse the file again from scratch: it goes back to ``pending`` with a new run linked to it."""
     from pipelines.files import reprocess
 
-    run_id = reprocess(file_id)
-    return {"file_id": file_id, "status": "pending", "run_id": run_id}
+    return {"file_id": file_id, "status": "pending", "run_id": reprocess(file_id).id}
 
 
 # -- notifications -------------------------------------------------------------------------------------
