@@ -334,7 +334,8 @@ def process_video(body: VideoRequest) -> dict[str, str]:
 
     if not body.source.startswith(("http://", "https://")):
         _under_storage_root(body.source)
-    return {"id": process(body.source, extract_frames=body.extract_frames, frame_interval=body.frame_interval)}
+    run = process(body.source, extract_frames=body.extract_frames, frame_interval=body.frame_interval)
+    return {"id": run.id}
 
 
 @router.post("/market/refresh", dependencies=Write, response_model=JobHandle)
