@@ -101,9 +101,9 @@ def warm_up(storage: Path) -> None:
     path = storage / "bench" / "warm-up.pdf"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text_pdf([[PARAGRAPH]]))
-    _wait_document(ingest_document(str(path.relative_to(storage))), lambda d: d.status == "indexed", timeout=300)
+    ingest_document(str(path.relative_to(storage))).wait(300)
     path.write_bytes(scanned_pdf([PARAGRAPH], dpi=150, bilevel=True))
-    _wait_document(ingest_document(str(path.relative_to(storage))), lambda d: d.status == "indexed", timeout=300)
+    ingest_document(str(path.relative_to(storage))).wait(300)
 
 
 def bench_text_pdf(pages: int, storage: Path, rounds: int = 7) -> dict[str, float]:
@@ -164,10 +164,10 @@ def bench_scanned(pages: int, storage: Path, language: str, rounds: int = 4) -> 
         """Seconds until the pages are OCR'd; then waits, untimed, for chunking and embedding to end so
         the next round starts on an idle worker."""
         started = time.perf_counter()
-        document_id = ingest_document(str(path.relative_to(storage)))
-        _wait_document(document_id, lambda d: d.status in ("extracted", "indexed") and d.step != "extract")
+        run = ingest_document(str(path.relative_to(storage)))
+        _wait_document(run.document_id, lambda d: d.status in ("extracted", "indexed") and d.step != "extract")
         elapsed = time.perf_counter() - started
-        _wait_document(document_id, lambda d: d.status == "indexed")
+        run.wait(1800)
         return elapsed
 
     direct_s = worker_s = 0.0

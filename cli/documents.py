@@ -44,11 +44,11 @@ _PROMPT = object()
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    document_id = ingest_document(args.path, password=_password(args))
+    run = ingest_document(args.path, password=_password(args))
     if not args.wait:
-        print(document_id)
+        print(run.document_id)
         return 0
-    status = wait_for_document(document_id, args.timeout)
+    status = wait_for_document(run.document_id, args.timeout)
     print(json.dumps(status, indent=2, default=str))
     return 0 if status is not None and status["status"] == "indexed" else 1
 

@@ -43,11 +43,11 @@ def _cmd_upload(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.is_file():
         raise CliError(f"{args.path} is not a file")
-    file_id = files.upload_file(path, args.name or path.name, owner=args.owner, dedupe=args.dedupe)
+    run = files.upload_file(path, args.name or path.name, owner=args.owner, dedupe=args.dedupe)
     if not args.wait:
-        print(file_id)
+        print(run.file_id)
         return 0
-    status = wait_for_file(file_id, args.timeout)
+    status = wait_for_file(run.file_id, args.timeout)
     _print_status(status)
     return 0 if status["status"] == "completed" else 1
 

@@ -7,48 +7,53 @@ import json
 import sys
 from typing import Any
 
-from cli.common import job_failure, wait_for_job
+from cli.common import job_failure
+from pipelines import RunFailed, job_status
 from pipelines.llm import (
+    AnalysisRun,
     analyze_asset,
     analyze_chart,
-    chart_analysis_for_job,
     extract_from_document,
     extract_from_video,
     extract_strategy,
-    strategy_for_job,
     usage_for_job,
 )
 
 
-def _finish(message_id: str, args: argparse.Namespace, result: Any) -> int:
+def _finish(run: AnalysisRun, args: argparse.Namespace) -> int:
+    """Print the id of the job that stores the result; with ``--wait``, the result and its usage."""
     if not args.wait:
-        print(message_id)
+        print(run.job_id)
         return 0
-    job = wait_for_job(message_id, args.timeout)
-    if job is None or job.state != "succeeded":
-        queued = "still queued (is a worker on the llm queue running?)"
-        print(job_failure(message_id, job, queued=queued), file=sys.stderr)
+    try:
+        found = run.wait(args.timeout)
+    except RunFailed as error:
+        reason = f": {error.error_message}" if error.error_message else ""
+        print(f"job {error.job_id} {error.state}{reason}", file=sys.stderr)
         return 1
-    print(json.dumps({**(result(message_id) or {}), "usage": usage_for_job(message_id)}, indent=2, default=str))
+    except TimeoutError:
+        queued = "still queued (is a worker on the llm queue running?)"
+        print(job_failure(run.job_id, job_status(run.job_id), queued=queued), file=sys.stderr)
+        return 1
+    print(json.dumps({**(found or {}), "usage": usage_for_job(run.job_id)}, indent=2, default=str))
     return 0
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     if args.document:
-        message_id = extract_from_document(args.source)
+        run = extract_from_document(args.source)
     elif args.video:
-        message_id = extract_from_video(args.source)
+        run = extract_from_video(args.source)
     else:
         source = args.source
         if source == "-":
             source = sys.stdin.read()
-        message_id = extract_strategy(source)
-    return _finish(message_id, args, strategy_for_job)
+        run = extract_strategy(source)
+    return _finish(run, args)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    message_id = analyze_asset(args.asset) if args.asset else analyze_chart(args.path)
-    return _finish(message_id, args, chart_analysis_for_job)
+    return _finish(analyze_asset(args.asset) if args.asset else analyze_chart(args.path), args)
 
 
 def _cmd_usage(args: argparse.Namespace) -> int:

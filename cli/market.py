@@ -16,7 +16,7 @@ from storage import market as store
 
 def _cmd_import_prices(args: argparse.Namespace) -> int:
     try:
-        message_id = import_price_file(Path(args.file), symbol=args.symbol, timeframe=args.timeframe)
+        message_id = import_price_file(Path(args.file), symbol=args.symbol, timeframe=args.timeframe).id
     except NotFound as error:
         print(str(error), file=sys.stderr)
         return 1

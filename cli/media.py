@@ -42,16 +42,16 @@ def _print_video(message_id: str, args: argparse.Namespace) -> int:
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     source = stage_sample_clip() if args.source == "sample" else args.source
-    return _print_video(transcribe(source, word_timestamps=args.words), args)
+    return _print_video(transcribe(source, word_timestamps=args.words).id, args)
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
-    message_id = process_video(args.source, extract_frames=not args.no_frames, frame_interval=args.interval)
-    return _print_video(message_id, args)
+    run = process_video(args.source, extract_frames=not args.no_frames, frame_interval=args.interval)
+    return _print_video(run.id, args)
 
 
 def _cmd_playlist(args: argparse.Namespace) -> int:
-    message_id = process_playlist(args.url, extract_frames=not args.no_frames, frame_interval=args.interval)
+    message_id = process_playlist(args.url, extract_frames=not args.no_frames, frame_interval=args.interval).id
     if not args.wait:
         print(message_id)
         return 0

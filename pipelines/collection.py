@@ -1,7 +1,9 @@
 """The trend platform for application code and the ``cli``: collect, follow runs, read trends and health.
 
-``collect_all()`` sends ``collect_all_sources`` and returns its message id; ``run_for(message_id)``
-gives the run it opened, with items per source and failures once every source's job has ended.
+``collect_all()`` sends ``collect_all_sources`` and returns the run's handle (``pipelines.Run``), whose
+``wait()`` returns the collection run it opened (``run_for(id)``: items per source and failures) once
+every source's job has ended, and raises ``RunFailed`` when one of them failed. ``collect(name)`` does
+the same for one source.
 ``trends()`` and ``sources()`` read what the workers stored. ``demo()`` serves the shipped feed
 fixtures (RSS, Atom, Hacker News, Reddit and a folder) from a local HTTP server and collects them.
 """
@@ -19,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from pipelines.runs import Run
 from settings import PROJECT_ROOT, settings
 
 FIXTURES = PROJECT_ROOT / "samples" / "collection"
@@ -169,27 +172,85 @@ def demo() -> list[str]:
     return [message.message_id]
 
 
-def wait_for_run(message_id: str, *, timeout: float = 300.0, followup: bool = True) -> dict[str, Any]:
-    """The run of a ``collect_all_sources`` message once it closed (and its processing ended)."""
-    from middleware.job_status import flush
-    from storage.collection import get_run, run_for_message
+_ENDED = ("succeeded", "failed", "dead", "cancelled")
+
+
+def _job_ended(job_id: str) -> bool:
     from storage.jobs import get_job
 
+    job = get_job(job_id)
+    return job is not None and job.state in _ENDED
+
+
+def _closed_run(message_id: str, *, followup: bool = True) -> dict[str, Any] | None:
+    """The run of a ``collect_all_sources`` message once it closed (and, with ``followup``, its
+    processing ended); ``None`` before."""
+    from middleware.job_status import flush
+
+    run = run_for(message_id)
+    if run is None or run["finished_at"] is None:
+        return None
+    if not followup or not run["process_after"]:
+        return run
+    if run["followup_id"]:
+        flush()
+        if _job_ended(run["followup_id"]):
+            return run
+    return None
+
+
+def wait_for_run(message_id: str, *, timeout: float = 300.0, followup: bool = True) -> dict[str, Any]:
+    """The run of a ``collect_all_sources`` message once it closed (and its processing ended)."""
     deadline = time.monotonic() + timeout
     while True:
-        run_id = run_for_message(message_id)
-        run = get_run(run_id) if run_id is not None else None
-        if run is not None and run["finished_at"] is not None:
-            if not followup or not run["process_after"]:
-                return run
-            if run["followup_id"]:
-                flush()
-                job = get_job(run["followup_id"])
-                if job is not None and job.state in ("succeeded", "failed", "dead", "cancelled"):
-                    return run
+        run = _closed_run(message_id, followup=followup)
+        if run is not None:
+            return run
         if time.monotonic() > deadline:
             raise TimeoutError(f"collection run of {message_id} did not finish within {timeout:g} s")
         time.sleep(0.2)
+
+
+def collection_run(message_id: str) -> Run:
+    """The handle of a ``collect_all_sources`` message: its children are the sources' jobs, its result
+    the collection run it opened (``run_for``), once closed and processed."""
+    return Run(
+        message_id,
+        result=lambda: _closed_run(message_id),
+        settled=lambda: _closed_run(message_id) is not None,
+    )
+
+
+def _steps(message_id: str) -> list[str]:
+    """The message ids of the pipeline a ``collect_and_process`` job sent (empty until it succeeded)."""
+    import json
+
+    from storage.jobs import get_job
+
+    job = get_job(message_id)
+    try:
+        return [str(step) for step in json.loads(job.result or "")["messages"]] if job is not None else []
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+def _source_result(message_id: str) -> Any:
+    steps = _steps(message_id)
+    return Run(steps[0]).result() if steps else None
+
+
+def source_run(message_id: str, *, process: bool) -> Run:
+    """The handle of ``collect(name)``'s job: its result is what the source's fetch stored (``fetched``,
+    ``new_items``, ``new_mentions``, ...), once the processing and scoring after it ended too."""
+    if not process:
+        return Run(message_id)
+
+    def settled() -> bool:
+        # Each step is sent when the one before ends: the run is over once the last one (scoring) has.
+        steps = _steps(message_id)
+        return bool(steps) and _job_ended(steps[-1])
+
+    return Run(message_id, result=lambda: _source_result(message_id), settled=settled)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -197,19 +258,21 @@ def wait_for_run(message_id: str, *, timeout: float = 300.0, followup: bool = Tr
 # --------------------------------------------------------------------------------------------------
 
 
-def collect_all(*, force: bool = False) -> str:
-    """Send ``collect_all_sources``; returns its message id (``run_for`` follows it)."""
+def collect_all(*, force: bool = False, origin: str | None = None) -> Run:
+    """Send ``collect_all_sources`` (every due source, all of them with ``force``; of one configuration
+    with ``origin``); returns the run's handle, whose ``wait()`` returns the collection run (``run_for``)."""
     from actors.collection import collect_all_sources
 
-    return str(collect_all_sources.send(force=force).message_id)
+    return collection_run(str(collect_all_sources.send(force=force, origin=origin).message_id))
 
 
-def collect(name: str, *, process: bool = True) -> str:
-    """Collect one source (then process and score, with ``process``); returns the message id."""
+def collect(name: str, *, process: bool = True) -> Run:
+    """Collect one source (then process and score, with ``process``); returns the run's handle, whose
+    ``wait()`` returns what the fetch stored and raises ``RunFailed`` when the source failed."""
     from actors.collection import collect_and_process, collect_from_source
 
     actor: Any = collect_and_process if process else collect_from_source
-    return str(actor.send(name).message_id)
+    return source_run(str(actor.send(name).message_id), process=process)
 
 
 def run_for(message_id: str) -> dict[str, Any] | None:

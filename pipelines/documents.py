@@ -1,8 +1,10 @@
 """Documents for application code and the ``cli``: ingest, reprocess, follow, search.
 
 ``ingest_document(path)`` registers a document and starts extract → OCR → chunk → embed; it returns the
-document id at once. Follow ``document_status(id)`` (or the job table, with ``documents.message_id``,
-the first message of the run); every job of a run carries it as its ``parent_id``.
+run's handle at once, a ``DocumentRun`` whose ``document_id`` names the document and whose ``wait()``
+returns ``document_status(id)`` once it is indexed (``RunFailed`` with the failing step's error when it
+failed). The run's id is its first message (``documents.message_id``); every job of a run carries it as
+its ``parent_id``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.runs import Run
 from processing.errors import NotFound
 from settings import PROJECT_ROOT, settings
 
@@ -66,6 +69,28 @@ class SearchResult:
     chunk_id: int
 
 
+class DocumentRun(Run):
+    """The handle of one run of a document: ``document_id`` is the document; ``result()`` and ``wait()``
+    give its ``document_status`` once it is ``indexed`` and raise ``RunFailed`` once it is ``failed``."""
+
+    def __init__(self, id: str, document_id: int) -> None:
+        super().__init__(id, result=self._indexed, settled=self._ended)
+        self.document_id = int(document_id)
+
+    def __repr__(self) -> str:
+        return f"DocumentRun({self.id!r}, document_id={self.document_id})"
+
+    def _ended(self) -> bool:
+        status = document_status(self.document_id)
+        return status is None or status["status"] in ("indexed", "failed")
+
+    def _indexed(self) -> dict[str, Any] | None:
+        status = document_status(self.document_id)
+        if status is not None and status["status"] == "failed":
+            raise self.failed_in_domain(f"{status['failed_step']} step: {status['error']}")
+        return status
+
+
 def _run_messages(document_id: int) -> list[Any]:
     """The four messages of one run of a document; each carries the first one's id as ``parent_id``."""
     from actors.documents import chunk_document, embed_document, extract_document, ocr_document
@@ -80,8 +105,8 @@ def _run_messages(document_id: int) -> list[Any]:
     return [first, *rest]
 
 
-def _start_run(document_id: int, password: str | None = None) -> str:
-    """Reset the document and send its pipeline; returns the run's first message id."""
+def _start_run(document_id: int, password: str | None = None) -> DocumentRun:
+    """Reset the document and send its pipeline; returns the run's handle."""
     from dramatiq import pipeline
 
     from actors.documents import remember_password
@@ -91,33 +116,31 @@ def _start_run(document_id: int, password: str | None = None) -> str:
     restart(document_id, messages[0].message_id)
     remember_password(document_id, password)
     pipeline(messages).run()
-    return str(messages[0].message_id)
+    return DocumentRun(str(messages[0].message_id), document_id)
 
 
-def ingest_document(path: str | Path, *, password: str | None = None) -> int:
+def ingest_document(path: str | Path, *, password: str | None = None) -> DocumentRun:
     """Register the document at ``path`` (under the storage root) and start indexing it.
 
     ``password`` opens an encrypted PDF (RC4, AES-128 or AES-256); it is handed to the run's steps
     outside their messages, so it is in no log line and no job row. Without it an encrypted PDF fails
     at once saying it needs one; a wrong one fails saying so.
 
-    Returns the document id at once; nothing is checked here, so a bad path or file ends the run
-    ``failed`` with the reason, like any other bad input.
+    Returns the run's handle at once (``.document_id``, ``.wait(timeout)``); nothing is checked here, so
+    a bad path or file ends the run ``failed`` with the reason, like any other bad input.
     """
     from storage.db import migrate
     from storage.documents import create_document
 
     migrate()
-    document_id = create_document(str(path))
-    _start_run(document_id, password)
-    return document_id
+    return _start_run(create_document(str(path)), password)
 
 
-def reprocess(document_id: int, *, password: str | None = None) -> str:
+def reprocess(document_id: int, *, password: str | None = None) -> DocumentRun:
     """Read the document again from scratch (pages, images, OCR, chunks, embeddings); an encrypted PDF
     needs its ``password`` again.
 
-    Returns the new run's first message id.
+    Returns the new run's handle.
     """
     from processing.errors import NotFound
     from storage.documents import get_document

@@ -2,8 +2,10 @@
 
 ``upload_file(content, filename, owner=...)`` stores the content once under its SHA-256, registers a
 file and starts its run (detect → thumbnail → text → AI metadata → embedding → notify); it returns the
-file id at once. Follow ``file_status(id)``; every job of a run carries the run's first message id as its
-``parent_id``. ``search_files`` finds files by meaning, through the document search.
+run's handle at once, a ``FileRun`` whose ``file_id`` names the file and whose ``wait()`` returns
+``file_status(id)`` once it is completed (``RunFailed`` with the failing step's error when it failed).
+Every job of a run carries the run's id, its first message id, as its ``parent_id``. ``search_files``
+finds files by meaning, through the document search.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pipelines.runs import Run
 from settings import settings
 
 #: What ``file_status`` reports (AI results are added once the file is completed).
@@ -21,8 +24,30 @@ STATUS_FIELDS = (
 )
 
 
-def _start_run(file_id: int, *, stuck_resends: int = 0) -> str:
-    """Reset the file to ``pending`` and send its pipeline; returns the run's first message id."""
+class FileRun(Run):
+    """The handle of one run of a file: ``file_id`` is the file; ``result()`` and ``wait()`` give its
+    ``file_status`` once it is ``completed`` and raise ``RunFailed`` once it is ``failed``."""
+
+    def __init__(self, id: str, file_id: int) -> None:
+        super().__init__(id, result=self._completed, settled=self._ended)
+        self.file_id = int(file_id)
+
+    def __repr__(self) -> str:
+        return f"FileRun({self.id!r}, file_id={self.file_id})"
+
+    def _ended(self) -> bool:
+        status = file_status(self.file_id)
+        return status is None or status["status"] in ("completed", "failed")
+
+    def _completed(self) -> dict[str, Any] | None:
+        status = file_status(self.file_id)
+        if status is not None and status["status"] == "failed":
+            raise self.failed_in_domain(f"{status['failed_step']} step: {status['error']}")
+        return status
+
+
+def _start_run(file_id: int, *, stuck_resends: int = 0) -> FileRun:
+    """Reset the file to ``pending`` and send its pipeline; returns the run's handle."""
     from dramatiq import pipeline
 
     from actors.files import RUN_ACTORS
@@ -35,15 +60,18 @@ def _start_run(file_id: int, *, stuck_resends: int = 0) -> str:
     rest = [actor.message_with_options(args=(file_id,), pipe_ignore=True, parent_id=run) for actor in tail]
     restart(file_id, run, stuck_resends=stuck_resends)
     pipeline([first, *rest]).run()
-    return str(run)
+    return FileRun(str(run), file_id)
 
 
-def upload_file(content: bytes | str | Path | BinaryIO, filename: str, *, owner: str = "", dedupe: bool = False) -> int:
+def upload_file(
+    content: bytes | str | Path | BinaryIO, filename: str, *, owner: str = "", dedupe: bool = False
+) -> FileRun:
     """Store ``content`` (bytes, a path to copy or an open binary stream) and start analysing it; returns
-    the file id at once.
+    the run's handle at once (``.file_id``, ``.wait(timeout)``).
 
     The same content is one blob however often it is uploaded; it is a new file record each time unless
-    ``dedupe`` asks for the owner's existing record, which is then returned without a new run.
+    ``dedupe`` asks for the owner's existing record, which is then returned without a new run: the handle
+    of that file's latest run.
     """
     from processing.files import store_blob
     from storage.db import migrate
@@ -55,7 +83,9 @@ def upload_file(content: bytes | str | Path | BinaryIO, filename: str, *, owner:
     if dedupe:
         existing = find_by_hash(blob.sha256, owner)
         if existing is not None:
-            return int(existing.id)
+            if existing.message_id is None:  # never started (its first send failed): start it now
+                return _start_run(int(existing.id))
+            return FileRun(existing.message_id, int(existing.id))
     file_id = create_file(
         filename=Path(filename).name or "upload",
         owner=owner,
@@ -63,12 +93,11 @@ def upload_file(content: bytes | str | Path | BinaryIO, filename: str, *, owner:
         blob_path=blob.path,
         size_bytes=blob.size_bytes,
     )
-    _start_run(file_id)
-    return file_id
+    return _start_run(file_id)
 
 
-def reprocess(file_id: int) -> str:
-    """Analyse the file again from scratch; returns the new run's first message id."""
+def reprocess(file_id: int) -> FileRun:
+    """Analyse the file again from scratch; returns the new run's handle."""
     from processing.errors import NotFound
     from storage.files import get_file
 
@@ -77,7 +106,7 @@ def reprocess(file_id: int) -> str:
     return _start_run(file_id)
 
 
-def resend_stuck(file_id: int, resends: int) -> str:
+def resend_stuck(file_id: int, resends: int) -> FileRun:
     """Start the run of a stuck file again, counting the resend (the reaper gives up after a few)."""
     return _start_run(file_id, stuck_resends=resends)
 

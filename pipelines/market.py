@@ -115,11 +115,13 @@ def stage_price_file(path: Path) -> str:
     return str(target.relative_to(root))
 
 
-def import_price_file(path: Path, *, symbol: str | None = None, timeframe: str = TIMEFRAME) -> str:
-    """Send ``import_prices`` for a CSV file anywhere on this machine; returns the message id."""
+def import_price_file(path: Path, *, symbol: str | None = None, timeframe: str = TIMEFRAME) -> Run:
+    """Send ``import_prices`` for a CSV file anywhere on this machine; returns the job's handle, whose
+    ``wait()`` returns the import's counts (``file``, ``timeframe``, ``assets_created``, ``symbols``,
+    ``bars``) and raises ``RunFailed`` for a file that was refused (all rows or none are imported)."""
     staged = stage_price_file(path)
     kwargs = {"path": staged, "symbol": symbol, "timeframe": timeframe, "source": Path(path).name}
-    return import_prices.send_with_options(kwargs=kwargs).message_id
+    return Run(import_prices.send_with_options(kwargs=kwargs).message_id)
 
 
 def demo_price_file(symbols: tuple[str, ...] = DEMO_SYMBOLS) -> Path:

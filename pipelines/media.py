@@ -1,7 +1,9 @@
 """Starting media work and reading its results: what application code and the ``cli`` call.
 
-Each ``process_*`` function sends one job and returns its message id; poll the job table with it
-(``storage.jobs.get_job``) and read what it produced with ``video_for_job`` / ``playlist_for_job``.
+Each start function sends one job and returns its run's handle (``pipelines.Run``): ``wait(timeout)``
+returns what it produced, the video (``video_for_job``) or the playlist's outcome (``playlist_for_job``),
+and raises ``RunFailed`` with the job's error. The handle's ``id`` is the job's message id, which
+``transcript`` and ``frames`` take too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.runs import Run
 from processing.errors import NotFound
 from settings import PROJECT_ROOT, settings
 
@@ -20,34 +23,53 @@ SAMPLE_CLIP = PROJECT_ROOT / "samples" / "media" / "clip.mp4"
 DEMO_PATH = Path("samples") / "media-demo-clip.mp4"
 
 
-def process_video(url_or_path: str, *, extract_frames: bool = True, frame_interval: float | None = None) -> str:
-    """Process one video (URL or path under the storage root); returns the job's message id."""
+def video_run(message_id: str) -> Run:
+    """The handle of a video job (``process_video``, ``transcribe``, ``extract_frames``): its result is
+    the stored video, ``video_for_job(message_id)``."""
+    return Run(message_id, result=lambda: video_for_job(message_id))
+
+
+def playlist_run(message_id: str) -> Run:
+    """The handle of a playlist job: its children are the video jobs, its result ``playlist_for_job``
+    once every video ended."""
+
+    def settled() -> bool:
+        outcome = playlist_for_job(message_id)
+        return outcome is not None and outcome["finished_at"] is not None
+
+    return Run(message_id, result=lambda: playlist_for_job(message_id), settled=settled)
+
+
+def process_video(url_or_path: str, *, extract_frames: bool = True, frame_interval: float | None = None) -> Run:
+    """Process one video (URL or path under the storage root); returns the job's handle, whose
+    ``wait()`` returns the video (metadata, segments, frames)."""
     from actors.media import process_youtube_video
 
     message = process_youtube_video.send(url_or_path, extract_frames=extract_frames, frame_interval=frame_interval)
-    return str(message.message_id)
+    return video_run(message.message_id)
 
 
-def process_playlist(url: str, *, extract_frames: bool = True, frame_interval: float | None = None) -> str:
-    """Expand a playlist and process its videos; returns the playlist job's message id."""
+def process_playlist(url: str, *, extract_frames: bool = True, frame_interval: float | None = None) -> Run:
+    """Expand a playlist and process its videos; returns the playlist job's handle, whose ``wait()``
+    returns the playlist's outcome once every video ended (``RunFailed`` when one of them failed)."""
     from actors.media import process_youtube_playlist
 
     message = process_youtube_playlist.send(url, extract_frames=extract_frames, frame_interval=frame_interval)
-    return str(message.message_id)
+    return playlist_run(message.message_id)
 
 
-def transcribe(source: str, *, word_timestamps: bool = False) -> str:
-    """Transcribe a media URL or file with Whisper; returns the job's message id."""
+def transcribe(source: str, *, word_timestamps: bool = False) -> Run:
+    """Transcribe a media URL or file with Whisper; returns the job's handle (``wait()``: the video)."""
     from actors.media import transcribe_media
 
-    return str(transcribe_media.send(source, word_timestamps=word_timestamps).message_id)
+    return video_run(transcribe_media.send(source, word_timestamps=word_timestamps).message_id)
 
 
-def extract_frames(source: str, *, interval: float | None = None) -> str:
-    """Take frames every ``interval`` seconds of a video; returns the job's message id."""
+def extract_frames(source: str, *, interval: float | None = None) -> Run:
+    """Take frames every ``interval`` seconds of a video; returns the job's handle (``wait()``: the video)."""
     from actors.media import extract_frames as extract_frames_actor
 
-    return str(extract_frames_actor.send(source, interval=interval).message_id)
+    return video_run(extract_frames_actor.send(source, interval=interval).message_id)
 
 
 @dataclass(frozen=True)
@@ -80,8 +102,8 @@ def _video(video: int | str) -> dict[str, Any]:
 
 
 def transcript(video: int | str) -> list[Segment]:
-    """The transcript of a video, by its id or by the message id of the job that made it (what
-    ``process_video`` and ``transcribe`` return); ``NotFound`` when there is none."""
+    """The transcript of a video, by its id or by the message id of the job that made it (the ``id`` of
+    the handle ``process_video`` and ``transcribe`` return); ``NotFound`` when there is none."""
     return [Segment(s["start"], s["end"], s["text"], tuple(s["words"])) for s in _video(video)["segments"]]
 
 
@@ -115,4 +137,4 @@ def stage_sample_clip() -> str:
 
 def demo() -> list[str]:
     """Transcribe the shipped clip (``make demo``); returns the message id to follow."""
-    return [transcribe(stage_sample_clip(), word_timestamps=True)]
+    return [transcribe(stage_sample_clip(), word_timestamps=True).id]

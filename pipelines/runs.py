@@ -22,7 +22,8 @@ _FAILED = frozenset({JobState.FAILED.value, JobState.DEAD.value, JobState.CANCEL
 
 class RunFailed(RuntimeError):
     """A run ended ``failed``, ``dead`` or ``cancelled``: ``job_id`` is the job that did, ``state`` its
-    state, ``error_type`` and ``error_message`` the error its last attempt raised."""
+    state, ``error_type`` and ``error_message`` the error its last attempt raised (``error_type`` is
+    ``None`` when only the domain's row says why, e.g. a file the stuck-file reaper gave up on)."""
 
     def __init__(self, run_id: str, job_id: str, state: str, error_type: str | None, error_message: str | None):
         self.run_id = run_id
@@ -31,7 +32,7 @@ class RunFailed(RuntimeError):
         self.error_type = error_type
         self.error_message = error_message
         where = "" if job_id == run_id else f" (in job {job_id})"
-        reason = f": {error_type}: {error_message}" if error_type else ""
+        reason = f": {error_type}: {error_message}" if error_type else f": {error_message}" if error_message else ""
         super().__init__(f"run {run_id} {state}{where}{reason}")
 
 
@@ -79,6 +80,11 @@ class Run:
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+    def failed_in_domain(self, reason: str) -> RunFailed:
+        """The ``RunFailed`` of a run whose domain row says it failed (``reason``): the failed job's error
+        when its row already says so, else ``reason`` (a stuck run the reaper gave up on has no failed job)."""
+        return self._failure() or RunFailed(self.id, self.id, JobState.FAILED.value, None, reason)
 
     def _failure(self) -> RunFailed | None:
         from storage.jobs import list_jobs

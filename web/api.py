@@ -297,13 +297,11 @@ def _under_storage_root(path: str) -> None:
 @router.post("/documents", dependencies=Write)
 def ingest_document(body: DocumentRequest) -> dict[str, Any]:
     """Extract → OCR → chunk → embed one document; returns its id and the run's id (its jobs' parent)."""
-    from pipelines.documents import document_status
     from pipelines.documents import ingest_document as ingest
 
     _under_storage_root(body.path)
-    document_id = ingest(body.path)
-    status = document_status(document_id) or {}
-    return {"document_id": document_id, "run_id": status.get("message_id")}
+    run = ingest(body.path)
+    return {"document_id": run.document_id, "run_id": run.id}
 
 
 @router.get("/documents/{document_id}")
@@ -336,7 +334,8 @@ def process_video(body: VideoRequest) -> dict[str, str]:
 
     if not body.source.startswith(("http://", "https://")):
         _under_storage_root(body.source)
-    return {"id": process(body.source, extract_frames=body.extract_frames, frame_interval=body.frame_interval)}
+    run = process(body.source, extract_frames=body.extract_frames, frame_interval=body.frame_interval)
+    return {"id": run.id}
 
 
 @router.post("/market/refresh", dependencies=Write, response_model=JobHandle)
@@ -376,9 +375,9 @@ def upload_file(
     """Store a multipart upload (field ``file``) and start analysing it; answers at once with its id."""
     from pipelines.files import upload_file as upload
 
-    file_id = upload(file.file, file.filename or "upload", owner=owner, dedupe=dedupe)
-    status = _file_or_404(file_id)
-    return {"file_id": file_id, "status": status["status"], "run_id": status["message_id"]}
+    run = upload(file.file, file.filename or "upload", owner=owner, dedupe=dedupe)
+    status = _file_or_404(run.file_id)
+    return {"file_id": run.file_id, "status": status["status"], "run_id": run.id}
 
 
 @router.get("/files")
@@ -426,8 +425,7 @@ def reprocess_file(file_id: FileId) -> dict[str, Any]:
     """Analyse the file again from scratch: it goes back to ``pending`` with a new run linked to it."""
     from pipelines.files import reprocess
 
-    run_id = reprocess(file_id)
-    return {"file_id": file_id, "status": "pending", "run_id": run_id}
+    return {"file_id": file_id, "status": "pending", "run_id": reprocess(file_id).id}
 
 
 # -- notifications -------------------------------------------------------------------------------------

@@ -171,6 +171,66 @@ def test_a_run_with_a_failing_source_closes_with_every_outcome_and_the_failure_r
     assert fan.state == "succeeded"
 
 
+def test_collect_all_returns_a_run_whose_wait_gives_the_closed_run_or_raises_a_sources_error(
+    worker: Any, feed_server: FeedServer
+) -> None:
+    from pipelines import Run, RunFailed
+    from pipelines.collection import collect_all, run_for
+
+    # Given two good feeds under one origin, and under another a good feed and one that answers HTTP 500
+    t = tag()
+    for n in (1, 2):
+        feed_server.route(
+            f"/ok{n}", body=rss([{"guid": f"o{n}{t}", "title": f"Fine {n} {t}", "url": f"https://o.example/{t}/{n}"}])
+        )
+    feed_server.route("/broken", status=500, body=b"internal error")
+    good = register(*(config(f"ok{n}-{t}", "rss", feed_server.url + f"/ok{n}") for n in (1, 2)))
+    mixed = register(
+        config(f"ok3-{t}", "rss", feed_server.url + "/ok1"), config(f"broken-{t}", "rss", feed_server.url + "/broken")
+    )
+
+    # When each origin is collected and its run waited for
+    run = collect_all(force=True, origin=good)
+    closed = run.wait(90)
+    failing = collect_all(force=True, origin=mixed)
+    with pytest.raises(RunFailed) as failed:
+        failing.wait(90)
+
+    # Then the first wait returned the closed collection run, every source's job a child of the run
+    assert isinstance(run, Run) and closed == run_for(run.id)
+    assert (closed["outcome"], closed["total"]) == ("succeeded", 2)
+    assert closed["items_by_source"] == {f"ok1-{t}": 1, f"ok2-{t}": 1}
+    assert run.status().children == {"succeeded": 2}
+    # And the second raised the failing source's error, in one line
+    assert failed.value.state == "failed" and failed.value.job_id != failing.id
+    assert f"source 'broken-{t}' failed" in str(failed.value) and "HTTP 500" in str(failed.value)
+    assert "\n" not in str(failed.value)
+
+
+def test_collect_returns_a_run_whose_wait_gives_what_the_fetch_stored(worker: Any, feed_server: FeedServer) -> None:
+    from pipelines import RunFailed
+    from pipelines.collection import collect
+
+    # Given a feed of two stories and a source the configuration does not know
+    t = tag()
+    stories = [{"guid": f"c{n}{t}", "title": f"Kept {n} {t}", "url": f"https://c.example/{t}/{n}"} for n in (1, 2)]
+    feed_server.route("/two", body=rss(stories))
+    register(config(f"two-{t}", "rss", feed_server.url + "/two"))
+
+    # When the source is collected (then processed and scored) and its run waited for
+    run = collect(f"two-{t}")
+    fetched = run.wait(120)
+
+    # Then the wait returned what the fetch stored, once its three steps ended
+    assert (fetched["source"], fetched["fetched"], fetched["new_items"]) == (f"two-{t}", 2, 2)
+    assert run.status().children == {"succeeded": 3}
+
+    # And an unknown source raises its name from the wait
+    with pytest.raises(RunFailed) as failed:
+        collect(f"nothing-{t}").wait(60)
+    assert f"no source named 'nothing-{t}'" in str(failed.value)
+
+
 # --------------------------------------------------------------------------------------------------
 # Bad sources
 # --------------------------------------------------------------------------------------------------

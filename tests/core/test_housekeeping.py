@@ -116,7 +116,7 @@ def test_a_media_path_with_a_nul_byte_fails_at_once_through_the_worker(worker):
     from pipelines.media import process_video
 
     # When a media job names a local path with a NUL byte
-    row = wait_for_job(process_video("clips/a\x00b.mp4"), timeout=60)
+    row = wait_for_job(process_video("clips/a\x00b.mp4").id, timeout=60)
 
     # Then it failed once with one readable line, and was not retried
     assert row.state == "failed" and row.attempts == 1

@@ -105,16 +105,25 @@ def test_bad_input_ends_the_run_failed_with_a_readable_reason(
 ) -> None:
     # Given a bad file under the storage root (or a path that leaves it)
     from actors.documents import image_dir
-    from pipelines.documents import ingest_document
+    from pipelines import RunFailed
+    from pipelines.documents import document_status, ingest_document
 
     folder = fresh_dir(storage_root)
     target = make(folder)
 
-    # When it is ingested
-    document_id = ingest_document(as_given(target, storage_root))
-    status = wait_for_document(document_id)
+    # When it is ingested and its run waited for
+    run = ingest_document(as_given(target, storage_root))
+    with pytest.raises(RunFailed) as failed:
+        run.wait(120)
 
-    # Then the document failed at the extract step with the reason
+    # Then the wait raised the extract step's error, as one readable line
+    document_id = run.document_id
+    status = document_status(document_id)
+    assert status is not None and status["message_id"] == run.id
+    assert failed.value.state == "failed" and failed.value.error_message == status["error"]
+    assert "\n" not in str(failed.value) and re.search(reason, str(failed.value)), str(failed.value)
+
+    # And the document failed at the extract step with the reason
     assert status["status"] == "failed"
     assert status["failed_step"] == "extract"
     assert status["error"] and re.search(reason, status["error"]), status["error"]
@@ -147,9 +156,9 @@ def test_the_worker_keeps_indexing_after_every_kind_of_bad_input(worker: Any, st
     from pipelines.documents import ingest_document
 
     folder = fresh_dir(storage_root)
-    bad = [ingest_document(as_given(make(folder), storage_root)) for make, _ in CASES]
+    bad = [ingest_document(as_given(make(folder), storage_root)).document_id for make, _ in CASES]
     (folder / "good.txt").write_text(TEXT, encoding="utf-8")
-    good = ingest_document(relative(folder / "good.txt", storage_root))
+    good = ingest_document(relative(folder / "good.txt", storage_root)).document_id
 
     # When the worker has worked through them
     bad_statuses = [wait_for_document(document_id) for document_id in bad]

@@ -135,7 +135,7 @@ def test_a_worker_indexes_an_encrypted_pdf_given_its_password_and_never_shows_it
     caplog.set_level(logging.DEBUG)
 
     # When it is ingested with its password
-    document_id = ingest_document(relative(folder / "vault.pdf", storage_root), password=PASSWORD)
+    document_id = ingest_document(relative(folder / "vault.pdf", storage_root), password=PASSWORD).document_id
     status = wait_for_document(document_id, timeout=300)
 
     # Then both pages are read (the second by OCR) and it is searchable
@@ -176,7 +176,7 @@ def test_a_worker_fails_an_encrypted_pdf_at_once_without_its_right_password(
     caplog.set_level(logging.DEBUG)
 
     # When it is ingested without its password, or with a wrong one
-    document_id = ingest_document(relative(folder / "vault.pdf", storage_root), password=password)
+    document_id = ingest_document(relative(folder / "vault.pdf", storage_root), password=password).document_id
     status = wait_for_document(document_id)
 
     # Then the extract step failed on its first attempt, saying why, and later steps never ran

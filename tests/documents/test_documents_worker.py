@@ -64,17 +64,21 @@ def test_a_document_moves_pending_extracting_extracted_indexed_step_by_step(work
 
 def test_a_text_pdf_is_indexed_by_the_whole_pipeline_with_progress_per_page(worker: Any, storage_root: Path) -> None:
     # Given a three-page PDF under the storage root
-    from pipelines.documents import ingest_document
+    from pipelines import Run
+    from pipelines.documents import document_status, ingest_document
 
     folder = fresh_dir(storage_root)
     (folder / "manual.pdf").write_bytes(text_pdf([[GARDEN], [ENGINE], [GARDEN]]))
 
-    # When it is ingested
-    document_id = ingest_document(relative(folder / "manual.pdf", storage_root))
-    status = wait_for_document(document_id)
+    # When it is ingested and its run waited for
+    run = ingest_document(relative(folder / "manual.pdf", storage_root))
+    status = run.wait(120)
 
-    # Then it is indexed with its pages, chunks and one embedding per chunk
+    # Then the wait returned the document's status: indexed with its pages, chunks and embeddings
+    assert isinstance(run, Run) and run.result() == document_status(run.document_id)
+    document_id = run.document_id
     assert status["status"] == "indexed", status
+    assert status["id"] == document_id and status["message_id"] == run.id
     assert status["page_count"] == 3 and status["failed_step"] is None
     pages = store.pages_of(document_id)
     assert [" ".join(page.text.split()) for page in pages] == [GARDEN, ENGINE, GARDEN]
@@ -83,7 +87,7 @@ def test_a_text_pdf_is_indexed_by_the_whole_pipeline_with_progress_per_page(work
     assert {chunk.page for _, chunk in chunks} <= {1, 2, 3}
 
     # And the four jobs of the run succeeded, the extract job reporting its pages
-    jobs = wait_for_jobs(status["message_id"], 4)
+    jobs = wait_for_jobs(run.id, 4)
     assert {name: row.state for name, row in jobs.items()} == {
         "extract_document": "succeeded",
         "ocr_document": "succeeded",
@@ -91,6 +95,7 @@ def test_a_text_pdf_is_indexed_by_the_whole_pipeline_with_progress_per_page(work
         "embed_document": "succeeded",
     }
     assert jobs["extract_document"].progress_note == "page 3 of 3"
+    assert (run.status().state, run.status().children) == ("succeeded", {"succeeded": 3})
     assert '"pages": 3' in (jobs["extract_document"].result or "")
 
 
@@ -113,7 +118,7 @@ def test_a_scanned_page_is_read_by_ocr_and_counted(worker: Any, storage_root: Pa
     (folder / "notice.pdf").write_bytes(scanned_pdf([SCANNED], dpi=300))
 
     # When it is ingested
-    document_id = ingest_document(relative(folder / "notice.pdf", storage_root))
+    document_id = ingest_document(relative(folder / "notice.pdf", storage_root)).document_id
     status = wait_for_document(document_id)
 
     # Then its page was OCR'd, recorded as such, and the OCR job reported the page for the metric
@@ -144,7 +149,7 @@ def test_embedded_images_are_saved_under_the_storage_root_and_tiny_ones_skipped(
     (folder / "charts.pdf").write_bytes(pdf_bytes([page]))
 
     # When it is ingested
-    document_id = ingest_document(relative(folder / "charts.pdf", storage_root))
+    document_id = ingest_document(relative(folder / "charts.pdf", storage_root)).document_id
     status = wait_for_document(document_id)
 
     # Then two image rows point at files under the storage root
@@ -170,7 +175,8 @@ def test_search_ranks_the_matching_document_and_page_first(worker: Any, storage_
     (folder / "recette.txt").write_bytes(
         "Recette de la crème brûlée : chauffer la crème, ajouter le sucre et les jaunes d'oeufs.".encode("latin-1")
     )
-    ids = [ingest_document(relative(folder / name, storage_root)) for name in ("mixed.pdf", "rota.docx", "recette.txt")]
+    names = ("mixed.pdf", "rota.docx", "recette.txt")
+    ids = [ingest_document(relative(folder / name, storage_root)).document_id for name in names]
     statuses = [wait_for_document(document_id) for document_id in ids]
     assert [s["status"] for s in statuses] == ["indexed"] * 3, statuses
     recipe = store.get_document(ids[2])
@@ -198,17 +204,18 @@ def test_reprocess_reads_the_document_again_from_scratch(worker: Any, storage_ro
     folder = fresh_dir(storage_root)
     path = folder / "policy.md"
     path.write_text("# Policy\n\n" + GARDEN, encoding="utf-8")
-    document_id = ingest_document(relative(path, storage_root))
+    document_id = ingest_document(relative(path, storage_root)).document_id
     first = wait_for_document(document_id)
     assert first["status"] == "indexed"
 
     # When the file changes and the document is reprocessed
     path.write_text("# Policy\n\n" + ENGINE, encoding="utf-8")
     run = reprocess(document_id)
-    second = wait_for_document_run(document_id, run)
+    second = run.wait(120)
 
     # Then the new run indexed the new text and replaced the old chunks
-    assert second["status"] == "indexed" and second["message_id"] == run != first["message_id"]
+    assert run.document_id == document_id
+    assert second["status"] == "indexed" and second["message_id"] == run.id != first["message_id"]
     assert store.pages_of(document_id)[0].text == "# Policy\n\n" + ENGINE
     new_chunks = store.chunks_of(document_id)
     assert len(new_chunks) == 1 and "diesel engine" in new_chunks[0][1].text
@@ -224,29 +231,16 @@ def test_a_failed_document_indexes_after_its_file_is_fixed_and_it_is_reprocessed
     folder = fresh_dir(storage_root)
     path = folder / "late.txt"
     path.write_bytes(b"")
-    document_id = ingest_document(relative(path, storage_root))
+    document_id = ingest_document(relative(path, storage_root)).document_id
     assert wait_for_document(document_id)["status"] == "failed"
 
     # When the file gets its content and the document is reprocessed
     path.write_text(ENGINE, encoding="utf-8")
-    run = reprocess(document_id)
-    status = wait_for_document_run(document_id, run)
+    status = reprocess(document_id).wait(120)
 
     # Then it is indexed and the earlier failure is gone
     assert status["status"] == "indexed"
     assert status["failed_step"] is None and status["error"] is None
-
-
-def wait_for_document_run(document_id: int, run: str) -> dict[str, Any]:
-    from pipelines.documents import document_status
-    from tests.support import wait_until
-
-    def finished() -> dict[str, Any] | None:
-        status = document_status(document_id)
-        done = status is not None and status["message_id"] == run and status["status"] in ("indexed", "failed")
-        return status if done else None
-
-    return wait_until(finished, timeout=120, interval=0.05)
 
 
 def test_a_step_that_runs_out_of_time_and_retries_marks_the_document_failed(worker: Any, storage_root: Path) -> None:
@@ -280,7 +274,7 @@ def test_cli_search_prints_the_best_chunks(worker: Any, storage_root: Path, caps
 
     folder = fresh_dir(storage_root)
     (folder / "engine.txt").write_text(ENGINE, encoding="utf-8")
-    document_id = ingest_document(relative(folder / "engine.txt", storage_root))
+    document_id = ingest_document(relative(folder / "engine.txt", storage_root)).document_id
     assert wait_for_document(document_id)["status"] == "indexed"
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers())

@@ -99,7 +99,7 @@ def test_a_worker_reads_every_page_of_a_rotated_scan(worker: Any, storage_root: 
     )
 
     # When it is ingested
-    document_id = ingest_document(relative(folder / "scan.pdf", storage_root))
+    document_id = ingest_document(relative(folder / "scan.pdf", storage_root)).document_id
     status = wait_for_document(document_id, timeout=600)
 
     # Then every page was read by OCR with at least 90% of its words

@@ -157,7 +157,7 @@ def test_a_worker_indexes_every_window_and_search_finds_each_planted_fact(worker
     ids = []
     for number, text in enumerate(corpus()):
         (folder / f"doc-{number}.txt").write_text(text, encoding="utf-8")
-        ids.append(ingest_document(relative(folder / f"doc-{number}.txt", storage_root)))
+        ids.append(ingest_document(relative(folder / f"doc-{number}.txt", storage_root)).document_id)
     statuses = [wait_for_document(document_id, timeout=300) for document_id in ids]
     assert [s["status"] for s in statuses] == ["indexed"] * len(ids), statuses
 
@@ -182,15 +182,16 @@ def test_search_keeps_its_matrix_until_a_document_changes(worker: Any, storage_r
 
     folder = fresh_dir(storage_root)
     (folder / "first.txt").write_text(planted([fact for fact, _ in FACTS[:3]], seed=1), encoding="utf-8")
-    assert wait_for_document(ingest_document(relative(folder / "first.txt", storage_root)))["status"] == "indexed"
+    assert ingest_document(relative(folder / "first.txt", storage_root)).wait(120)["status"] == "indexed"
     search("anything", k=1)
     before = store.load_matrix(MODEL)
 
     # When nothing changes, the matrix is the same object; when a document is indexed, it is reloaded
     assert store.load_matrix(MODEL) is before
     (folder / "second.txt").write_text(planted([fact for fact, _ in FACTS[3:6]], seed=2), encoding="utf-8")
-    second = ingest_document(relative(folder / "second.txt", storage_root))
-    assert wait_for_document(second)["status"] == "indexed"
+    run = ingest_document(relative(folder / "second.txt", storage_root))
+    assert run.wait(120)["status"] == "indexed"
+    second = run.document_id
     after = store.load_matrix(MODEL)
 
     # Then the new document's windows are in the reloaded matrix and search finds it

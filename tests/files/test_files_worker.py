@@ -73,15 +73,19 @@ def _finished(file_id: int, timeout: float = 180.0) -> dict[str, Any]:
 
 def test_a_text_upload_is_completed_with_ai_metadata_from_the_offline_provider(worker: Any, storage_root: Path) -> None:
     # Given a text file uploaded as bytes
-    from pipelines.files import upload_file
+    from pipelines import Run
+    from pipelines.files import file_status, upload_file
 
-    file_id = upload_file(NOTES.encode(), "notes.txt", owner="alice")
+    run = upload_file(NOTES.encode(), "notes.txt", owner="alice")
 
-    # When the worker runs its pipeline
-    status = _finished(file_id)
+    # When the worker runs its pipeline and the upload's run is waited for
+    status = run.wait(180)
 
-    # Then it is completed, typed from its content, with a name, summary and tags from the offline provider
+    # Then the wait returned the file's status: completed, under this run
+    assert isinstance(run, Run) and status["id"] == run.file_id and status["message_id"] == run.id
     assert status["status"] == "completed", status
+    assert run.result()["ai"] == file_status(run.file_id)["ai"]  # type: ignore[index]
+    # typed from its content, with a name, summary and tags from the offline provider
     assert (status["kind"], status["mime_type"], status["type_mismatch"]) == ("text", "text/plain", None)
     assert status["ai"]["provider"] == "offline"
     assert status["ai"]["suggested_filename"].endswith(".txt")
@@ -96,14 +100,14 @@ def test_the_same_content_twice_is_one_blob_and_two_records_unless_dedupe_is_ask
     from pipelines.files import file_status, upload_file
 
     content = b"the same bytes, uploaded again " + NOTES.encode()
-    first = upload_file(content, "a.txt", owner="bob")
-    second = upload_file(content, "b.txt", owner="bob")
+    runs = [upload_file(content, "a.txt", owner="bob"), upload_file(content, "b.txt", owner="bob")]
     third = upload_file(content, "c.txt", owner="bob", dedupe=True)
+    first, second = (run.file_id for run in runs)
 
-    # Then the first two are records of their own over one stored blob; dedupe returns the first
+    # Then the first two are records of their own over one stored blob; dedupe returns the first's run
     one, two = file_status(first), file_status(second)
     assert one is not None and two is not None
-    assert first != second and third == first
+    assert first != second and third.file_id == first and third.id == runs[0].id
     assert one["sha256"] == two["sha256"]
     blobs = list((storage_root / "files" / "blobs").rglob(str(one["sha256"])))
     assert len(blobs) == 1
@@ -114,7 +118,7 @@ def test_a_pdf_named_txt_is_read_as_a_pdf_and_the_mismatch_is_recorded(worker: A
     # Given a PDF uploaded under a .txt name
     from pipelines.files import upload_file
 
-    file_id = upload_file(text_pdf([[NOTES]]), "notes.txt")
+    file_id = upload_file(text_pdf([[NOTES]]), "notes.txt").file_id
 
     # When it is analysed
     status = _finished(file_id)
@@ -146,18 +150,23 @@ def test_bad_input_ends_failed_with_the_step_and_one_readable_line(
     worker: Any, storage_root: Path, content: bytes, filename: str, step: str, reason: str
 ) -> None:
     # Given an upload the run cannot read
+    from pipelines import RunFailed
     from pipelines.files import upload_file
 
-    file_id = upload_file(content, filename)
+    run = upload_file(content, filename)
 
-    # When it is analysed
-    status = _finished(file_id)
+    # When it is analysed and its run waited for
+    with pytest.raises(RunFailed) as failed:
+        run.wait(180)
+    status = _finished(run.file_id)
 
-    # Then it is failed at the step that met it, with one line saying why
+    # Then it is failed at the step that met it, with one line saying why, which the wait raised
     assert status["status"] == "failed", status
     assert status["failed_step"] == step
     assert status["error"].startswith(reason) and "\n" not in status["error"]
     assert "ai" not in status
+    assert failed.value.state == "failed" and failed.value.error_message == status["error"]
+    assert reason in str(failed.value) and "\n" not in str(failed.value)
 
 
 def test_a_file_moves_pending_processing_completed_step_by_step_and_reprocess_starts_a_linked_run(
@@ -187,9 +196,9 @@ def test_a_file_moves_pending_processing_completed_step_by_step_and_reprocess_st
     run = reprocess(file_id)
 
     # Then it is pending again under the new run, which completes it once more
-    assert file_status(file_id)["message_id"] == run  # type: ignore[index]
-    status = _finished(file_id)
-    assert status["status"] == "completed" and status["message_id"] == run
+    assert run.file_id == file_id and file_status(file_id)["message_id"] == run.id  # type: ignore[index]
+    status = run.wait(120)
+    assert status["status"] == "completed" and status["message_id"] == run.id
 
 
 def test_an_image_gets_an_upright_thumbnail_and_its_text_is_found_by_the_search(
@@ -200,12 +209,12 @@ def test_an_image_gets_an_upright_thumbnail_and_its_text_is_found_by_the_search(
 
     from pipelines.files import file_status, search_files, thumbnail_file, upload_file
 
-    photo = upload_file(_exif_rotated_jpeg(), "photo.jpg", owner="carol")
+    photo = upload_file(_exif_rotated_jpeg(), "photo.jpg", owner="carol").file_id
     orchard = (
         "Honeybees pollinate the apple orchard every spring. Keep the hives close to clean water and away "
         "from the pesticide spraying schedule of the neighbouring fields."
     )
-    notes = upload_file(orchard.encode(), "orchard.txt", owner="carol")
+    notes = upload_file(orchard.encode(), "orchard.txt", owner="carol").file_id
 
     # When both are analysed
     assert _finished(photo)["status"] == "completed", file_status(photo)
@@ -228,9 +237,9 @@ def test_a_bomb_fails_alone_and_the_worker_goes_on_with_the_next_file(worker: An
     # Given a decompression bomb uploaded between two ordinary files
     from pipelines.files import upload_file
 
-    before = upload_file(NOTES.encode(), "before.txt")
-    bomb = upload_file(_bomb_png(), "bomb.png")
-    after = upload_file(b"After the bomb: " + NOTES.encode(), "after.txt")
+    before = upload_file(NOTES.encode(), "before.txt").file_id
+    bomb = upload_file(_bomb_png(), "bomb.png").file_id
+    after = upload_file(b"After the bomb: " + NOTES.encode(), "after.txt").file_id
 
     # When they are analysed
     statuses = [_finished(file_id) for file_id in (before, bomb, after)]
@@ -252,7 +261,7 @@ def test_a_stuck_file_is_sent_again_then_failed_once_its_resends_are_spent(worke
     from storage import files as store
     from storage.db import session_scope
 
-    file_id = upload_file(NOTES.encode(), "stuck.txt")
+    file_id = upload_file(NOTES.encode(), "stuck.txt").file_id
     assert _finished(file_id)["status"] == "completed"
 
     def make_stuck() -> None:
@@ -295,7 +304,8 @@ def test_the_daily_summary_and_the_quota_check_count_what_is_stored(
     from storage.files import storage_used
 
     before = storage_used()["bytes"]
-    ids = [upload_file(b"x" * 1000, "a.txt"), upload_file(b"x" * 1000, "b.txt"), upload_file(b"y" * 500, "c.txt")]
+    uploads = [(b"x" * 1000, "a.txt"), (b"x" * 1000, "b.txt"), (b"y" * 500, "c.txt")]
+    ids = [upload_file(content, name).file_id for content, name in uploads]
     assert [_finished(file_id)["status"] for file_id in ids] == ["completed"] * 3
 
     # Then storage counts each content once

@@ -443,8 +443,9 @@ def test_an_upload_ends_with_a_signed_file_completed_or_file_failed_event(
 
     with subscribed(endpoints, ("file.completed", "file.failed")) as receiver:
         # When a readable file and an empty one are uploaded
-        good = upload_file(b"Kestrels hover over the meadow before they dive for voles.", "kestrel.txt", owner="ed")
-        bad = upload_file(b"", "empty.txt", owner="ed")
+        kestrel = b"Kestrels hover over the meadow before they dive for voles."
+        good = upload_file(kestrel, "kestrel.txt", owner="ed").file_id
+        bad = upload_file(b"", "empty.txt", owner="ed").file_id
 
         # Then each run ends with one verified event that says how it ended
         wait_until(lambda: len(receiver.payloads()) >= 2 or None, timeout=120, interval=0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -33,14 +34,17 @@ def test_a_document_is_indexed_then_its_strategy_extracted(worker, storage_root)
     (storage_root / name).parent.mkdir(parents=True, exist_ok=True)
     (storage_root / name).write_text(NOTES)
 
-    # When the document pipeline runs with an extraction at its end
-    message_id = extract_from_document(name)
-    job = wait_for_job(message_id, timeout=300)
+    # When the document pipeline runs with an extraction at its end, and its run is waited for
+    run = extract_from_document(name)
+    strategy = run.wait(300)
+    job = wait_for_job(run.job_id, timeout=10)
 
-    # Then the strategy is stored, linked to the document and to the job, from the offline provider
+    # Then the wait returned the strategy the last step stored, linked to the document, from the offline
+    # provider; every step is a child of the run
     assert job.state == "succeeded", job.error_message
-    strategy = strategy_for_job(message_id)
-    assert strategy is not None and strategy["source_kind"] == "document" and strategy["source_id"] is not None
+    assert strategy is not None and strategy == strategy_for_job(run.job_id)
+    assert job.parent_id == run.id != run.job_id and run.status().children == {"succeeded": 4}
+    assert strategy["source_kind"] == "document" and strategy["source_id"] is not None
     assert (strategy["name"], strategy["market"], strategy["timeframe"]) == ("Breakout Swing", "crypto", "4h")
     assert strategy["provider"] == "offline"
     assert {"name": "EMA", "parameters": {"period": 10}} in strategy["indicators"]
@@ -109,18 +113,52 @@ def test_an_assets_chart_is_rendered_then_analysed(worker):
     )
 
     # When the asset pipeline renders its chart and analyses it
-    message_id = analyze_asset(symbol)
-    job = wait_for_job(message_id, timeout=180)
+    run = analyze_asset(symbol)
+    analysis = run.wait(180)
 
     # Then the analysis of the market family's chart is stored with prices on the asset's scale
-    assert job.state == "succeeded", job.error_message
-    analysis = chart_analysis_for_job(message_id)
-    assert analysis is not None and analysis["source_kind"] == "asset" and analysis["provider"] == "offline"
+    assert wait_for_job(run.job_id, timeout=10).state == "succeeded"
+    assert analysis is not None and analysis == chart_analysis_for_job(run.job_id)
+    assert analysis["source_kind"] == "asset" and analysis["provider"] == "offline"
     assert analysis["trend"] == "down"
     shown = closes[-250:]
     levels = analysis["support_levels"] + analysis["resistance_levels"]
     assert levels and all(min(shown) - 2 <= level <= max(shown) + 2 for level in levels)
     assert analysis["path"].endswith(f"{symbol}.png")
+
+
+def test_extract_strategy_returns_a_run_whose_wait_gives_the_stored_strategy(worker):
+    from pipelines import Run
+    from pipelines.llm import extract_strategy, strategy_for_job
+
+    # When a text's strategy is extracted on the offline provider and its run waited for
+    run = extract_strategy(f"{NOTES} ({uuid.uuid4().hex[:6]})")
+    strategy = run.wait(60)
+
+    # Then the wait returned the stored strategy of that one job
+    assert isinstance(run, Run) and run.job_id == run.id
+    assert strategy == strategy_for_job(run.id)
+    assert (strategy["name"], strategy["provider"], strategy["source_kind"]) == ("Breakout Swing", "offline", "text")
+
+
+def test_an_extraction_from_an_empty_document_raises_the_extract_steps_error(worker, storage_root):
+    from pipelines import RunFailed
+    from pipelines.llm import extract_from_document, strategy_for_job
+
+    # Given an empty file under the storage root
+    name = f"llm/empty-{uuid.uuid4().hex[:8]}.txt"
+    (storage_root / name).parent.mkdir(parents=True, exist_ok=True)
+    (storage_root / name).write_bytes(b"")
+
+    # When its strategy is asked for and the run waited for
+    run = extract_from_document(name)
+    with pytest.raises(RunFailed) as failed:
+        run.wait(120)
+
+    # Then the wait raised the first step's error as one line, and no strategy was stored
+    assert failed.value.job_id == run.id and failed.value.state == "failed"
+    assert str(failed.value).endswith(f"CorruptInput: {Path(name).name} is empty (0 bytes)")
+    assert strategy_for_job(run.job_id) is None
 
 
 def test_the_cli_extracts_waits_and_prints_the_strategy_with_its_usage(worker, capsys):

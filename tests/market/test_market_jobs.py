@@ -139,6 +139,21 @@ def test_the_demo_report_counts_a_step_sent_in_the_runs_first_millisecond(
     assert lines[2].split()[:3] == ["indicators", "1", "queued"], lines
 
 
+def test_import_price_file_returns_a_run_whose_wait_gives_the_import_counts(market: Any, worker: Any) -> None:
+    from pipelines import Run
+    from pipelines.market import import_price_file
+
+    # Given the shipped excerpt, a file outside the storage root (it is staged as the cli does)
+    # When it is imported and its run waited for
+    run = import_price_file(SAMPLE)
+    counts = run.wait(120)
+
+    # Then the wait returned the job's counts under the user's file name
+    assert isinstance(run, Run) and run.status().state == "succeeded"
+    assert counts["file"] == SAMPLE.name and counts["timeframe"] == "1d"
+    assert (counts["bars"], counts["symbols"]) == (728, 3)
+
+
 def test_importing_a_price_file_stores_every_bar_and_a_second_import_changes_nothing(
     market: Any, worker: Any, storage_root: Path
 ) -> None:

@@ -117,6 +117,7 @@ def test_a_worker_rejects_a_file_with_several_defects_and_reports_them_all(
     market: Any, worker: Any, tmp_path: Path
 ) -> None:
     # Given a file with five defects outside the storage root, imported as the cli does (a staged copy)
+    from pipelines import RunFailed
     from pipelines.market import import_price_file
     from settings import settings
     from storage import market as store
@@ -126,12 +127,16 @@ def test_a_worker_rejects_a_file_with_several_defects_and_reports_them_all(
     path = tmp_path / "my-prices.csv"
     path.write_text(text)
 
-    # When it is imported
-    job = wait_for_job(import_price_file(path), timeout=120)
+    # When it is imported and its run waited for
+    run = import_price_file(path)
+    with pytest.raises(RunFailed) as failed:
+        run.wait(120)
+    job = wait_for_job(run.id, timeout=10)
 
     # Then the job failed at once, listing every defect under the user's file name, no server path
     message = job.error_message or ""
     assert (job.state, job.attempts) == ("failed", 1)
+    assert failed.value.error_message == message and "\n" not in str(failed.value)
     assert message.startswith("my-prices.csv has 5 defects"), message
     for words in expected.values():
         assert words in message

@@ -34,14 +34,15 @@ def test_a_local_clip_gets_a_transcript_and_frames_through_the_worker(
 
     target = in_storage / "desk.mp4"
     shutil.copyfile(speech_clip, target)
-    # When it is submitted with a frame every 2 seconds
-    job_id = process_video(str(target.relative_to(storage_root)), frame_interval=2)
-    job = wait_for_job(job_id, timeout=120)
-    # Then the job succeeded with a Whisper transcript that holds the sentence
+    # When it is submitted with a frame every 2 seconds and its run waited for
+    run = process_video(str(target.relative_to(storage_root)), frame_interval=2)
+    video = run.wait(120)
+    job_id = run.id
+    job = wait_for_job(job_id, timeout=10)
+    # Then the wait returned the stored video: a Whisper transcript that holds the sentence
     assert job.state == "succeeded", job.error_message
     assert job.progress == 100.0
-    video = video_for_job(job_id)
-    assert video is not None
+    assert video is not None and video == video_for_job(job_id)
     assert video["transcript_source"] == "whisper"
     assert word_recall(sentence, " ".join(s["text"] for s in video["segments"])) >= 0.7
     assert all(0 <= s["start"] <= s["end"] <= CLIP_SECONDS + 0.01 for s in video["segments"])
@@ -62,9 +63,9 @@ def test_a_direct_url_is_downloaded_once_and_then_served_from_the_cache(
     shutil.copyfile(speech_clip, media_server.root / "report.mp4")
     url = media_server.url("report.mp4")
     # When it is processed twice
-    first = wait_for_job(process_video(url, frame_interval=4), timeout=120)
+    first = wait_for_job(process_video(url, frame_interval=4).id, timeout=120)
     gets_after_first = sum(1 for m, p, _ in media_server.requests if m == "GET" and p == "/report.mp4")
-    second = wait_for_job(process_video(url, frame_interval=4), timeout=120)
+    second = wait_for_job(process_video(url, frame_interval=4).id, timeout=120)
     gets_after_second = sum(1 for m, p, _ in media_server.requests if m == "GET" and p == "/report.mp4")
     # Then both succeeded with the same transcript and frames
     assert first.state == "succeeded", first.error_message
@@ -93,7 +94,7 @@ def test_captions_offered_by_the_page_are_used_instead_of_whisper(
         "</video></body></html>"
     )
     # When the page is processed without frames
-    job_id = process_video(media_server.url("watch.html"), extract_frames=False)
+    job_id = process_video(media_server.url("watch.html"), extract_frames=False).id
     job = wait_for_job(job_id, timeout=120)
     # Then the transcript is the caption track, and nothing was transcribed or downloaded
     assert job.state == "succeeded", job.error_message
@@ -114,13 +115,12 @@ def test_transcribe_media_keeps_word_timestamps(
 
     target = in_storage / "words.mp4"
     shutil.copyfile(speech_clip, target)
-    # When it is transcribed with word timestamps
-    job_id = transcribe(str(target.relative_to(storage_root)), word_timestamps=True)
-    job = wait_for_job(job_id, timeout=120)
-    # Then the segments carry their words, and no frames were taken
-    assert job.state == "succeeded", job.error_message
-    video = video_for_job(job_id)
-    assert video is not None and video["frames"] == []
+    # When it is transcribed with word timestamps and its run waited for
+    run = transcribe(str(target.relative_to(storage_root)), word_timestamps=True)
+    video = run.wait(120)
+    # Then the wait returned the video, whose segments carry their words, and no frames were taken
+    assert wait_for_job(run.id, timeout=10).state == "succeeded"
+    assert video is not None and video == video_for_job(run.id) and video["frames"] == []
     words = [w["text"] for s in video["segments"] for w in s["words"]]
     assert word_recall(sentence, " ".join(words)) >= 0.7
 
@@ -134,7 +134,7 @@ def test_extract_frames_alone_takes_frames_without_a_transcript(
     target = in_storage / "frames.mp4"
     shutil.copyfile(speech_clip, target)
     # When only frames are asked for, every 3 seconds
-    job_id = extract_frames(str(target.relative_to(storage_root)), interval=3)
+    job_id = extract_frames(str(target.relative_to(storage_root)), interval=3).id
     job = wait_for_job(job_id, timeout=120)
     # Then three frames and no transcript were recorded
     assert job.state == "succeeded", job.error_message
@@ -186,20 +186,25 @@ def test_bad_input_fails_the_job_with_a_reason_and_leaves_nothing_behind(
 ) -> None:
     # Given a bad source (for the cap: an 8-second clip and a 5-second cap)
     import actors.media
+    from pipelines import RunFailed
     from pipelines.media import process_video, video_for_job
 
     if kind == "over the duration cap":
         monkeypatch.setattr(actors.media, "settings", dataclasses.replace(settings, max_media_seconds=5))
     source = _bad_source(kind, media_server, speech_clip, in_storage, storage_root, closed_port)
     videos_before = store.count_videos()
-    # When it is processed
-    job_id = process_video(source, frame_interval=2)
-    job = wait_for_job(job_id, timeout=120)
-    # Then the job failed at once (no retry) with a readable reason
+    # When it is processed and its run waited for
+    run = process_video(source, frame_interval=2)
+    with pytest.raises(RunFailed) as failed:
+        run.wait(120)
+    job_id = run.id
+    job = wait_for_job(job_id, timeout=10)
+    # Then the job failed at once (no retry) with a readable reason, which the wait raised in one line
     assert job.state == "failed"
     assert job.attempts == 1
     assert job.error_message is not None
     assert re.search(reason, job.error_message), job.error_message
+    assert failed.value.error_message == job.error_message and "\n" not in str(failed.value)
     # And no video row, no frames and no downloaded file were left
     assert video_for_job(job_id) is None
     assert store.count_videos() == videos_before
@@ -213,11 +218,11 @@ def test_the_worker_lives_on_after_bad_input(
     # Given a job that fails on an unreachable URL
     from pipelines.media import process_video
 
-    failed = wait_for_job(process_video(f"http://127.0.0.1:{closed_port}/x.mp4"), timeout=60)
+    failed = wait_for_job(process_video(f"http://127.0.0.1:{closed_port}/x.mp4").id, timeout=60)
     target = in_storage / "after.mp4"
     shutil.copyfile(speech_clip, target)
     # When a good job follows on the same worker
-    good = wait_for_job(process_video(str(target.relative_to(storage_root)), extract_frames=False), timeout=120)
+    good = wait_for_job(process_video(str(target.relative_to(storage_root)), extract_frames=False).id, timeout=120)
     # Then the first failed and the second succeeded
     assert failed.state == "failed"
     assert good.state == "succeeded", good.error_message
@@ -242,7 +247,7 @@ def test_a_playlist_fans_out_and_records_which_video_failed_and_why(
         f'<?xml version="1.0"?><rss version="2.0"><channel><title>Week in markets</title>{items}</channel></rss>'
     )
     # When the playlist is processed
-    job_id = process_playlist(media_server.url("week.xml"), frame_interval=4)
+    job_id = process_playlist(media_server.url("week.xml"), frame_interval=4).id
     job = wait_for_job(job_id, timeout=60)
     assert job.state == "succeeded", job.error_message
 

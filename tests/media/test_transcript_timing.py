@@ -99,7 +99,7 @@ def test_a_worker_stores_segment_times_that_follow_the_speech(
     shutil.copyfile(clip.path, target)
 
     # When the worker transcribes it with word timestamps
-    job = wait_for_job(transcribe(str(target.relative_to(storage_root)), word_timestamps=True), timeout=300)
+    job = wait_for_job(transcribe(str(target.relative_to(storage_root)), word_timestamps=True).id, timeout=300)
 
     # Then the stored segments and words start and end with the speech
     assert job.state == "succeeded", job.error_message

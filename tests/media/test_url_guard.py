@@ -152,7 +152,7 @@ def test_a_loopback_url_fails_the_job_at_once_and_the_worker_goes_on(worker, lis
     from pipelines.media import process_video
 
     # When a job asks for a loopback URL
-    job_id = process_video(f"http://127.0.0.1:{listener.port}/clip.mp4")
+    job_id = process_video(f"http://127.0.0.1:{listener.port}/clip.mp4").id
     row = wait_for_job(job_id, timeout=120)
 
     # Then it failed once, permanently, with one readable line, and nothing connected
