@@ -156,3 +156,36 @@ def test_webhooks_and_deliveries_are_managed_over_http(server, api) -> None:  # 
         # When it is removed, it is gone from the listing
         assert api.delete(f"/api/v1/webhooks/{endpoint['id']}").status_code == 200
     assert endpoint["id"] not in {row["id"] for row in api.get("/api/v1/webhooks").json()}
+
+
+def test_a_delivery_is_replayed_over_http_to_a_receiver_that_verifies_it(server, api, worker, loopback_allowed) -> None:  # type: ignore[no-untyped-def]
+    # Given an endpoint added over HTTP whose receiver verifies each signature, and an event delivered to it
+    from pipelines.notifications import send_event
+    from processing.notifications import new_secret
+    from tests.files.webhook_receiver import webhook_receiver
+
+    secret = new_secret()
+    with webhook_receiver(secret) as receiver:
+        endpoint = api.post(
+            "/api/v1/webhooks", json={"url": receiver.url + "/api", "events": ["summary.daily"], "secret": secret}
+        ).json()
+        try:
+            [delivery_id] = [
+                i
+                for i in send_event("summary.daily", {"uploads": 1})
+                if api.get(f"/api/v1/deliveries/{i}").json()["endpoint_id"] == endpoint["id"]
+            ]
+            wait_until(lambda: api.get(f"/api/v1/deliveries/{delivery_id}").json()["status"] == "delivered", timeout=60)
+
+            # When it is replayed over HTTP
+            replayed = api.post(f"/api/v1/deliveries/{delivery_id}/replay")
+
+            # Then a new delivery of the same signed payload reaches the receiver and is recorded delivered
+            assert replayed.status_code == 200, replayed.text
+            new_id = replayed.json()["id"]
+            wait_until(lambda: api.get(f"/api/v1/deliveries/{new_id}").json()["status"] == "delivered", timeout=60)
+            first, second = receiver.requests("/api")[:2]
+            assert first.verified and second.verified and first.body == second.body
+            assert api.get(f"/api/v1/deliveries/{new_id}").json()["replay_of"] == delivery_id
+        finally:
+            api.delete(f"/api/v1/webhooks/{endpoint['id']}")
