@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -105,14 +103,6 @@ def thumbnail_path(sha256: str, size: int, fmt: str) -> str:
     return f"files/thumbnails/{sha256[:2]}/{sha256}-{size}.{fmt}"
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".thumb-")
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    os.replace(temporary, target)
-
-
 @contextlib.contextmanager
 def _step(file_id: int, step: str) -> Iterator[None]:
     """Mark the file failed at ``step`` when bad input or a missing dependency stops it (never retried)."""
@@ -146,6 +136,7 @@ def detect_file_type(file_id: int) -> dict[str, Any]:
 def make_file_thumbnail(file_id: int) -> dict[str, Any]:
     """Fit an image, a PDF's first page or a video's frame at 10% in ``THUMBNAIL_SIZE_PX``; runs before the
     text so a decompression bomb is refused from its header before OCR would try to read it."""
+    from processing.paths import write_atomically
     from processing.thumbnails import make_thumbnail
 
     row = _begin(file_id, THUMBNAIL)
@@ -163,7 +154,7 @@ def make_file_thumbnail(file_id: int) -> dict[str, Any]:
             reason = str(exc).replace(path.name, row.filename)
             raise type(exc)(reason if row.filename in reason else f"{row.filename}: {reason}") from exc
     relative = thumbnail_path(row.sha256, size, thumbnail.format)
-    _write_atomically(settings.storage_root / relative, thumbnail.data)
+    write_atomically(settings.storage_root / relative, thumbnail.data)
     store.update_file(
         file_id, thumbnail_path=relative, thumbnail_width=thumbnail.width, thumbnail_height=thumbnail.height
     )
@@ -299,10 +290,13 @@ RUN_ACTORS = (
 )
 
 
+#: The hard time limit (ms) of the actor that runs each step.
+HARD_LIMIT_MS = {STEP_OF_ACTOR[actor.actor_name]: int(actor.options["time_limit"]) for actor in RUN_ACTORS}
+
+
 def _hard_limit_ms(step: str | None) -> int:
     """The hard time limit of the actor that runs ``step`` (the longest one when the step is unknown)."""
-    limits = {STEP_OF_ACTOR[actor.actor_name]: int(actor.options["time_limit"]) for actor in RUN_ACTORS}
-    return limits.get(step or "", max(limits.values()))
+    return HARD_LIMIT_MS.get(step or "", max(HARD_LIMIT_MS.values()))
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, periodic=cron("20 * * * *"))
@@ -312,7 +306,7 @@ def reap_stuck_files() -> dict[str, int]:
     from pipelines.files import resend_stuck
 
     now = datetime.now(UTC)
-    shortest = min(_hard_limit_ms(STEP_OF_ACTOR[actor.actor_name]) for actor in RUN_ACTORS)
+    shortest = min(HARD_LIMIT_MS.values())
     resent = failed = 0
     for row in store.stuck_files(now - timedelta(milliseconds=shortest)):
         updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)

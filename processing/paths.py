@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from processing.errors import InvalidArgument, NotFound, OutsideStorageRoot
@@ -28,3 +30,16 @@ def resolve_under(root: Path, path: str | Path, *, must_exist: bool = True) -> P
     if must_exist and not resolved.exists():
         raise NotFound(f"file {str(path)!r} does not exist")
     return resolved
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` through a temporary file renamed over it, so a reader never sees half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

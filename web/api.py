@@ -281,6 +281,10 @@ async def events(
 # -- domain entry points -------------------------------------------------------------------------------
 
 
+def _jsonable(status: dict[str, Any]) -> dict[str, Any]:
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in status.items()}
+
+
 def _under_storage_root(path: str) -> None:
     """Refuse a path outside the storage root (or missing) before anything is written or sent."""
     from processing.paths import resolve_under
@@ -311,7 +315,7 @@ def get_document(document_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> dict[
     status = document_status(document_id)
     if status is None:
         raise HTTPException(404, f"no document with id {document_id}")
-    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in status.items()}
+    return _jsonable(status)
 
 
 @router.get("/search")
@@ -351,10 +355,6 @@ def refresh_market(body: MarketRefreshRequest) -> dict[str, str]:
 FileId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a file id")]
 #: Paths whose body is a file, allowed up to ``MAX_FILE_BYTES`` rather than ``API_MAX_BODY_BYTES``.
 UPLOAD_PATHS = frozenset({"/api/v1/files/upload"})
-
-
-def _jsonable(status: dict[str, Any]) -> dict[str, Any]:
-    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in status.items()}
 
 
 def _file_or_404(file_id: int) -> dict[str, Any]:
