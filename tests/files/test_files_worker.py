@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from samples.documents.make_samples import text_pdf
+from tests.files.made_files import bomb_png
 from tests.support import wait_for_job, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -28,23 +29,6 @@ def _truncated_png() -> bytes:
     Image.effect_noise((64, 64), 60).save(out, format="PNG")
     data = out.getvalue()
     return data[: len(data) // 2]
-
-
-def _bomb_png() -> bytes:
-    """A valid PNG of a few hundred bytes whose header declares 30000×30000 pixels."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
-        + chunk(b"IEND", b"")
-    )
 
 
 def _exif_rotated_jpeg() -> bytes:
@@ -143,7 +127,7 @@ def test_a_pdf_named_txt_is_read_as_a_pdf_and_the_mismatch_is_recorded(worker: A
             "tool.bin: application/octet-stream files are not supported",
         ),
         (_truncated_png(), "broken.png", "thumbnail", "broken.png: the image is damaged or truncated"),
-        (_bomb_png(), "bomb.png", "thumbnail", "bomb.png: the image is 30000×30000"),
+        (bomb_png(), "bomb.png", "thumbnail", "bomb.png: the image is 30000×30000"),
     ],
 )
 def test_bad_input_ends_failed_with_the_step_and_one_readable_line(
@@ -238,7 +222,7 @@ def test_a_bomb_fails_alone_and_the_worker_goes_on_with_the_next_file(worker: An
     from pipelines.files import upload_file
 
     before = upload_file(NOTES.encode(), "before.txt").file_id
-    bomb = upload_file(_bomb_png(), "bomb.png").file_id
+    bomb = upload_file(bomb_png(), "bomb.png").file_id
     after = upload_file(b"After the bomb: " + NOTES.encode(), "after.txt").file_id
 
     # When they are analysed

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import resource
-import struct
 import subprocess
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from PIL import Image
 from processing.errors import CorruptInput, InvalidArgument, TooLarge, UnsupportedFormat
 from processing.thumbnails import make_thumbnail
 from samples.documents.make_samples import text_pdf
+from tests.files.made_files import bomb_png
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -43,21 +42,6 @@ def _halves(width: int, height: int, left: tuple[int, int, int], right: tuple[in
     image = Image.new("RGB", (width, height), left)
     image.paste(right, (width // 2, 0, width, height))
     return image
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _bomb_png() -> bytes:
-    """A PNG of a few dozen bytes whose header declares 30000×30000 RGB (2.7 GB once decoded)."""
-    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 1024))
-        + _png_chunk(b"IEND", b"")
-    )
 
 
 def test_a_jpeg_rotated_by_exif_comes_out_upright_and_without_an_orientation_tag(tmp_path: Path, engine: str) -> None:
@@ -196,7 +180,7 @@ def test_both_engines_give_the_same_dimensions(tmp_path: Path, stored: tuple[int
 def test_a_decompression_bomb_is_refused_from_its_header_without_decoding(tmp_path: Path, engine: str) -> None:
     # Given a PNG of a few dozen bytes that declares 30000×30000 pixels
     path = tmp_path / "bomb.png"
-    path.write_bytes(_bomb_png())
+    path.write_bytes(bomb_png())
     peak_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     # When it is thumbnailed
