@@ -187,6 +187,7 @@ class JobWriter:
         self.beat_thread: threading.Thread | None = None
         self.beat_stop = threading.Event()
         self.last_registration = 0.0
+        self.registration_lock = threading.Lock()
         self.failing_since: float | None = None
         self.dropped = 0
 
@@ -212,14 +213,35 @@ class JobWriter:
 
     def persist(self, row: dict[str, Any], pipe: Any) -> None:
         """Add an outcome row to the pipeline that acknowledges its message."""
+        registered = self._register()
         pipe.hset(self.key, row["fields"][0], _encode_row(row))
-        now = time.monotonic()
-        if now - self.last_registration > self.orphan_age / 5:
-            # Registered in the same round trip as the first row, so no row is ever in an unlisted hash.
-            self.last_registration = now
+        if not registered:
             pipe.zadd(WRITERS_KEY, {self.writer_id: int(time.time() * 1000)})
-            pipe.expire(self.key, OUTCOME_TTL)
+        pipe.expire(self.key, OUTCOME_TTL)
+
+    def _register(self) -> bool:
+        """List this writer before any of its rows can reach its hash; False if Redis did not answer.
+
+        Worker threads acknowledge concurrently. Were the listing only in the pipeline of the thread
+        that found it due, the others' pipelines could run first, their messages be settled, and a kill
+        before that pipeline ran would leave their rows in a hash no worker looks at: settled jobs whose
+        rows stay ``running`` for good. So the listing is its own round trip, done (once every
+        ``orphan_age / 5``) before this thread or any other adds a row.
+        """
+        if time.monotonic() - self.last_registration <= self.orphan_age / 5:
+            return True
+        with self.registration_lock:
+            if time.monotonic() - self.last_registration <= self.orphan_age / 5:
+                return True
+            try:
+                self.redis.zadd(WRITERS_KEY, {self.writer_id: int(time.time() * 1000)})
+            except Exception as error:
+                # The row's own round trip lists the writer then (and fails with it if Redis is down).
+                logger.warning("Could not list this job writer in Redis: %r", error)
+                return False
+            self.last_registration = time.monotonic()
             self._ensure_beat()
+            return True
 
     def _ensure_beat(self) -> None:
         if self.beat_thread is not None and self.beat_thread.is_alive() and not self.beat_stop.is_set():

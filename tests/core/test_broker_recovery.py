@@ -21,16 +21,18 @@ ROOT = Path(__file__).resolve().parents[2]
 DRAMATIQ = str(Path(sys.executable).parent / "dramatiq")
 
 
-def _start_worker(threads: int = 4) -> subprocess.Popen[bytes]:
+def _start_worker(log: Path, threads: int = 4) -> subprocess.Popen[bytes]:
+    """A worker command whose output goes to ``log`` (shown when the test fails)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [DRAMATIQ, "actors", "tests.core.sample_actors", "-p", "1", "-t", str(threads), "-Q", "default"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [DRAMATIQ, "actors", "tests.core.sample_actors", "-p", "1", "-t", str(threads), "-Q", "default"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -46,14 +48,15 @@ def _state(message_id: str) -> str | None:
     return row.state if row is not None else None
 
 
-def test_a_sigkilled_workers_jobs_all_complete_on_another_worker(broker, redis_client, capsys):
+def test_a_sigkilled_workers_jobs_all_complete_on_another_worker(broker, redis_client, capsys, tmp_path):
     from tests.core.sample_actors import slow_counts
 
     key = f"test:{uuid.uuid4().hex}"
     broker.flush_all()
     # Given 12 slow jobs and a worker process that has started on them
     messages = [slow_counts.send(key, str(index), 0.4) for index in range(12)]
-    first = _start_worker()
+    logs = {"killed": tmp_path / "killed.log", "survivor": tmp_path / "survivor.log"}
+    first = _start_worker(logs["killed"])
     try:
         wait_until(lambda: redis_client.scard(key) >= 2, timeout=60)
         # When the worker is killed mid-batch, with jobs in flight and prefetched
@@ -61,7 +64,7 @@ def test_a_sigkilled_workers_jobs_all_complete_on_another_worker(broker, redis_c
         killed_at = time.monotonic()
         done_before = redis_client.scard(key)
         assert done_before < 12
-        second = _start_worker()
+        second = _start_worker(logs["survivor"])
         try:
             # Then every job completes on the other worker
             wait_until(lambda: redis_client.scard(key) == 12, timeout=120)
@@ -72,7 +75,9 @@ def test_a_sigkilled_workers_jobs_all_complete_on_another_worker(broker, redis_c
             try:
                 wait_until(lambda: all(_state(i) == "succeeded" for i in ids), timeout=120)
             except AssertionError:
-                raise AssertionError(f"job rows not succeeded: {[(i, _state(i)) for i in ids]}") from None
+                states = [(i, _state(i)) for i in ids]
+                output = "\n".join(f"--- {name} worker ---\n{path.read_text()[-6000:]}" for name, path in logs.items())
+                raise AssertionError(f"job rows not succeeded: {states}\n{output}") from None
         finally:
             _stop(second)
     finally:

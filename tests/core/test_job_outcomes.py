@@ -75,6 +75,40 @@ def test_only_the_rows_of_a_writer_that_stopped_beating_are_adopted(broker, redi
     assert redis_client.zscore(WRITERS_KEY, writer_id) is None
 
 
+def test_a_writer_is_listed_before_any_of_its_rows_reaches_redis(broker, redis_client):
+    from middleware.job_status import FINISHED_PREFIX, WRITERS_KEY, JobWriter, adopt_orphans
+
+    # Given a worker process whose threads acknowledge two jobs at the same moment, and a kill that
+    # lands before the first thread's round trip runs: only the second's row and acknowledgement land
+    writer = JobWriter(interval=1.0, max_rows=100, orphan_age=10.0)
+    writer.redis = redis_client
+    now = time.time()
+    rows = [
+        {"id": str(uuid.uuid4()), "seq": 13, "state": "succeeded", "actor": "counts", "queue": "default",
+         "attempts": 1, "finished_at": now, "updated_at": now}
+        for _ in range(2)
+    ]  # fmt: skip
+    for row in rows:
+        row["fields"] = [f"{row['id']}/13"]
+    killed_before_its_round_trip = redis_client.pipeline(transaction=False)
+    writer.persist(rows[0], killed_before_its_round_trip)
+    landed = redis_client.pipeline(transaction=False)
+    writer.persist(rows[1], landed)
+    landed.execute()
+    writer.retire()
+    writer.beat_thread.join(5)  # type: ignore[union-attr]
+    try:
+        # Then the hash that holds the settled job's row is one other workers look at
+        assert redis_client.zscore(WRITERS_KEY, writer.writer_id) is not None
+        # And once the writer has been silent past the heartbeat timeout, its row reaches the table
+        redis_client.zadd(WRITERS_KEY, {writer.writer_id: int(time.time() * 1000) - 3_600_000})
+        assert adopt_orphans(redis_client) == 1
+        assert job(rows[1]["id"]).state == "succeeded"  # type: ignore[union-attr]
+    finally:
+        redis_client.zrem(WRITERS_KEY, writer.writer_id)
+        redis_client.delete(f"{FINISHED_PREFIX}.{writer.writer_id}")
+
+
 def test_a_stopped_writer_of_another_job_table_is_left_to_its_own_workers(broker, redis_client):
     from middleware.job_status import FINISHED_PREFIX, WRITERS_KEY, _encode_row, adopt_orphans, job_table_tag
 
