@@ -17,12 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli.common import duration, progress_bar, say, short, silence_stdout, table
+from cli.common import progress_bar, say, short, silence_stdout, table
 from cli.jobs import _broker
+from pipelines.runs import Run, RunFailed, RunStatus
+from storage.models import FINISHED_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
+FINISHED = frozenset(state.value for state in FINISHED_STATES)
 
-#: Modules whose ``demo()`` joins ``make demo`` (each sends its work and returns the message ids).
+#: Modules whose ``demo()`` joins ``make demo`` (each sends its work and returns the runs' handles).
 DOMAIN_PIPELINES = (
     "pipelines.documents",
     "pipelines.media",
@@ -94,9 +97,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if (ROOT / "scheduler.py").exists():
             start("scheduler", [sys.executable, str(ROOT / "scheduler.py")])
         start("web", [sys.executable, "-m", "cli", "serve", "--no-access-log"])
-        job_ids = _send_demo_batch(broker)
-        print(f"\nsent {len(job_ids)} jobs; following them (Ctrl-C stops everything)\n")
-        code = _watch(job_ids, timeout=args.timeout)
+        runs = _send_demo_batch(broker)
+        print(f"\nsent {len(runs)} runs; following them (Ctrl-C stops everything)\n")
+        code = _watch(runs, timeout=args.timeout)
         for name in DEMO_REPORTS:
             report: Callable[[], None] = importlib.import_module(name).demo_report
             report()
@@ -124,77 +127,110 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
-def _send_demo_batch(broker: Any) -> list[str]:
+def _send_demo_batch(broker: Any) -> list[Run]:
     from actors.maintenance import backup_database, daily_summary, health_check, monitor_queues
 
-    ids = [
-        health_check.send().message_id,
-        monitor_queues.send().message_id,
-        backup_database.send().message_id,
-        daily_summary.send_with_options(delay=3_000).message_id,
+    runs = [
+        Run(health_check.send().message_id),
+        Run(monitor_queues.send().message_id),
+        Run(backup_database.send().message_id),
+        Run(daily_summary.send_with_options(delay=3_000).message_id),
     ]
     for module in _domain_modules():
-        demo: Callable[[], list[str]] | None = getattr(module, "demo", None)
+        demo: Callable[[], list[Run]] | None = getattr(module, "demo", None)
         if demo is not None:
             print(f"sending the {module.__name__.rsplit('.', 1)[-1]} demo…")
-            ids += demo()
-    return ids
+            runs += demo()
+    return runs
 
 
-def _watch(job_ids: list[str], *, timeout: float) -> int:
-    from middleware.job_status import flush
+def _watch(runs: list[Run], *, timeout: float) -> int:
+    """Follow the runs through their handles until each has ended; print a line as they go, then a table
+    of every run with its steps (children) by state."""
     from storage.jobs import get_jobs
-    from storage.models import FINISHED_STATES
 
-    finished = {state.value for state in FINISHED_STATES}
     deadline = time.monotonic() + timeout
     interactive = sys.stdout.isatty()
-    jobs: dict[str, Any] = {}
     last_line = ""
     while True:
-        flush()
-        found = get_jobs(job_ids)
-        jobs = {job_id: found.get(job_id) for job_id in job_ids}
+        statuses = [run.status() for run in runs]
+        roots = get_jobs([run.id for run in runs])
         counts: dict[str, int] = {}
-        for job in jobs.values():
-            state = job.state if job else "queued"
-            counts[state] = counts.get(state, 0) + 1
-        done = sum(count for state, count in counts.items() if state in finished)
-        running = [job for job in jobs.values() if job is not None and job.state == "running"]
+        for status in statuses:
+            counts[status.state] = counts.get(status.state, 0) + 1
+        done = sum(1 for status in statuses if status.finished)
+        steps = sum(sum(status.children.values()) for status in statuses)
+        steps_done = sum(n for status in statuses for state, n in status.children.items() if state in FINISHED)
         note = ""
+        running = [status for status in statuses if status.state == "running"]
         if running:
-            current = max(running, key=lambda job: job.progress or 0)
-            note = f"  {current.actor}: {current.progress or 0:.0f}% {short(current.progress_note, 30)}"
+            current = max(running, key=lambda status: status.progress)
+            root = roots.get(current.id)
+            actor = root.actor if root is not None else "?"
+            note = f"  {actor}: {current.progress:.0f}% {short(current.progress_note, 30)}"
         states = " ".join(f"{state}={count}" for state, count in sorted(counts.items()))
-        line = f"{progress_bar(100 * done / len(job_ids), 24)} {done}/{len(job_ids)} done  {states}{note}"
+        line = (
+            f"{progress_bar(100 * done / len(runs), 24)} {done}/{len(runs)} runs done  {states}"
+            f"  steps {steps_done}/{steps}{note}"
+        )
         if interactive:
             width = shutil.get_terminal_size().columns - 1
             print("\r" + line[:width].ljust(min(len(last_line), width)), end="", flush=True)
         elif line != last_line:
             print(line, flush=True)
         last_line = line
-        if done == len(job_ids) or time.monotonic() > deadline:
+        if done == len(runs) or time.monotonic() > deadline:
             break
         time.sleep(0.3)
     if interactive:
         print()
-    rows = [
-        (
-            job_id[:8],
-            job.actor if job else "",
-            job.state if job else "queued",
-            duration(job) if job else "",
-            short((f"{job.error_type}: {job.error_message}" if job.error_type else job.result) if job else "", 70),
+    rows = []
+    for run, status in zip(runs, statuses, strict=True):
+        root = roots.get(run.id)
+        children = ", ".join(f"{n} {state}" for state, n in sorted(status.children.items()))
+        rows.append(
+            (
+                run.id[:8],
+                root.actor if root is not None else "",
+                status.state,
+                children,
+                _span(run, root),
+                short(_outcome(run, status, root), 60),
+            )
         )
-        for job_id, job in jobs.items()
-    ]
     print()
-    print(table(["job", "actor", "state", "duration", "result"], rows))
-    unfinished = [job_id for job_id, job in jobs.items() if job is None or job.state not in finished]
+    print(table(["run", "actor", "state", "steps", "duration", "result"], rows))
+    unfinished = [status for status in statuses if not status.finished]
     if unfinished:
-        print(f"\n{len(unfinished)} jobs did not finish within {timeout:.0f} s")
+        print(f"\n{len(unfinished)} runs did not finish within {timeout:.0f} s")
         return 1
     return 0
+
+
+def _span(run: Run, root: Any) -> str:
+    """From the run's first start to its last step's end."""
+    from storage.jobs import list_jobs
+
+    if root is None:
+        return ""
+    jobs = [root, *list_jobs(parent_id=run.id, limit=10_000)]
+    starts = [job.started_at for job in jobs if job.started_at is not None]
+    ends = [job.finished_at for job in jobs if job.finished_at is not None]
+    if not starts or not ends:
+        return ""
+    seconds = (max(ends) - min(starts)).total_seconds()
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def _outcome(run: Run, status: RunStatus, root: Any) -> str:
+    """The error of a run that failed (whichever of its jobs failed), else its root job's result."""
+    if status.finished and status.state != "succeeded":
+        try:
+            run.result()
+        except RunFailed as error:
+            reason = f"{error.error_type}: {error.error_message}" if error.error_type else error.error_message
+            return reason or status.state
+    return (root.result or "") if root is not None else ""
 
 
 def register_cli(commands: Any) -> None:

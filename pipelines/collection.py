@@ -149,11 +149,11 @@ _demo_server: FixtureServer | None = None
 _demo_message: str | None = None  # the run ``demo()`` started last
 
 
-def demo() -> list[str]:
+def demo() -> list[Run]:
     """Collect the shipped fixtures from a local HTTP server, then process them and score the trends.
 
     The server runs in this process (the cli's) until it exits; ``demo_report`` prints the trends.
-    Returns the message id of the ``collect_all_sources`` run.
+    Returns the ``collect_all_sources`` run.
     """
     global _demo_server, _demo_message
     from actors.collection import collect_all_sources
@@ -169,7 +169,7 @@ def demo() -> list[str]:
         reset_source(config.name)
     message = collect_all_sources.send(force=True, origin=DEMO_ORIGIN, process_after=True)
     _demo_message = message.message_id
-    return [message.message_id]
+    return [collection_run(message.message_id)]
 
 
 _ENDED = ("succeeded", "failed", "dead", "cancelled")

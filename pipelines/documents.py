@@ -214,11 +214,11 @@ def stage_samples() -> list[str]:
     return staged
 
 
-def demo() -> list[str]:
+def demo() -> list[Run]:
     """Index the shipped samples one after the other, then search them (``make demo``).
 
     One pipeline runs the four steps of each sample and ends with a ``search_documents`` job for
-    ``DEMO_QUERY``, whose result lists the best hits. Returns every message id of it, in order.
+    ``DEMO_QUERY``, whose result lists the best hits. Returns each sample's run, then the search's.
     """
     from dramatiq import pipeline
 
@@ -228,14 +228,16 @@ def demo() -> list[str]:
 
     migrate()
     messages = []
+    runs: list[Run] = []
     for path in stage_samples():
         document_id = create_document(path)
         run = _run_messages(document_id)
         restart(document_id, run[0].message_id)
         messages += run
+        runs.append(DocumentRun(run[0].message_id, document_id))
     messages.append(search_documents.message_with_options(args=(DEMO_QUERY, 3), pipe_ignore=True))
     pipeline(messages).run()
-    return [str(message.message_id) for message in messages]
+    return [*runs, Run(messages[-1].message_id)]
 
 
 def wait_for_document(document_id: int, timeout: float) -> dict[str, Any] | None:

@@ -153,18 +153,12 @@ def usage_for_job(message_id: str) -> dict[str, Any]:
     return asdict(job_usage(message_id))
 
 
-def demo() -> list[str]:
+def demo() -> list[AnalysisRun]:
     """Extract the strategy of a short built-in text and of the shipped strategy notes PDF (``make demo``).
 
     With no key set this runs on the offline provider, and every stored result says so.
     """
-    from dramatiq import pipeline
-
     from pipelines.documents import stage_samples
 
-    ids = [extract_strategy(DEMO_TEXT).job_id]
     notes = next(path for path in stage_samples() if path.endswith("strategy-notes.pdf"))
-    messages = _document_run(notes)
-    pipeline(messages).run()
-    ids.append(str(messages[-1].message_id))
-    return ids
+    return [extract_strategy(DEMO_TEXT), extract_from_document(notes)]

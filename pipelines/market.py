@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from actors.market import TIMEFRAME, import_prices, refresh_assets, send_run
+from actors.market import TIMEFRAME, import_prices, refresh_assets
 from pipelines.runs import Run, RunFailed
 from processing.errors import NotFound
 from settings import PROJECT_ROOT, settings
@@ -147,26 +147,27 @@ def demo_price_file(symbols: tuple[str, ...] = DEMO_SYMBOLS) -> Path:
     return target
 
 
-def demo(timeout: float = 300.0) -> list[str]:
+def demo(timeout: float = 300.0) -> list[Run]:
     """Import real daily prices of a few dozen symbols, then indicators → signals → chart per asset.
 
-    Waits for the import (a worker on the ``market`` queue must be running), then sends one pipeline per
-    asset as a group; returns the message ids to follow: the import and each asset's last step.
+    Waits for the import (a worker on the ``market`` queue must be running), then refreshes every asset
+    with a chart; returns the import's run and the refresh's (whose children are every asset's steps).
     """
     path = demo_price_file()
-    imported = import_prices.send(str(path.relative_to(settings.storage_root))).message_id
+    imported = Run(import_prices.send(str(path.relative_to(settings.storage_root))).message_id)
     try:
-        Run(imported).wait(timeout)
+        imported.wait(timeout)
     except (RunFailed, TimeoutError) as error:
         raise RuntimeError(f"the demo's price import: {error}") from None
-    global _demo_run
-    _demo_run, last_ids = send_run("refresh", ("indicators", "signals", "chart"))
-    return [imported, *last_ids]
+    global _demo_message
+    refresh = refresh_market(chart=True)
+    _demo_message = refresh.id
+    return [imported, refresh]
 
 
-_demo_run: int | None = None  # the market run ``demo()`` started last
+_demo_message: str | None = None  # the refresh ``demo()`` sent last
 
 
 def demo_run_id() -> int | None:
-    """The market run (``storage.market.get_run``) that ``demo()`` started, if it did."""
-    return _demo_run
+    """The market run (``storage.market.get_run``) that ``demo()`` started, once its refresh job opened it."""
+    return store.find_run_by_message(_demo_message) if _demo_message is not None else None

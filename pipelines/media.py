@@ -135,6 +135,6 @@ def stage_sample_clip() -> str:
     return str(DEMO_PATH)
 
 
-def demo() -> list[str]:
-    """Transcribe the shipped clip (``make demo``); returns the message id to follow."""
-    return [transcribe(stage_sample_clip(), word_timestamps=True).id]
+def demo() -> list[Run]:
+    """Transcribe the shipped clip (``make demo``); returns its run."""
+    return [transcribe(stage_sample_clip(), word_timestamps=True)]

@@ -773,8 +773,8 @@ def test_the_demo_serves_its_fixtures_and_collects_every_kind_into_trends(
     wipe()
 
     # When the demo is sent and its run (with processing and scoring) has ended
-    [message_id] = pipeline.demo()
-    run = pipeline.wait_for_run(message_id, timeout=120)
+    [handle] = pipeline.demo()
+    run = handle.wait(120)
     demo_report()
     out = capsys.readouterr().out
 

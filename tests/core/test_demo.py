@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -54,17 +55,21 @@ def test_the_demo_runs_every_pipeline_on_embedded_defaults_and_stops_what_it_sta
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     # The worker is the supervised command deployments run, which replaces a worker process that dies
     assert "started worker: python -m worker actors" in result.stdout
-    summary = result.stdout.split("job       actor", 1)[1]
+    # The summary is one line per run, with its steps (children) by state
+    summary = result.stdout.split("\nrun ", 1)[1]
     for actor in (
         "health_check",
         "extract_document",
-        "embed_document",
         "transcribe_media",
         "import_prices",
+        "refresh_assets",
         "extract_trading_strategy",
         "collect_all_sources",
     ):
         assert actor in summary
+    # the market refresh with every asset's indicators, signals and chart, the documents with their steps
+    assert re.search(r"refresh_assets\s+succeeded\s+\d+ succeeded", summary), summary
+    assert re.search(r"extract_document\s+succeeded\s+3 succeeded", summary), summary
     # and the collection demo fetched its fixtures from the local server and printed the trends
     assert "collection run" in result.stdout and "succeeded" in result.stdout.split("collection run", 1)[1]
     assert "rust compiler" in result.stdout and "demo-reddit" in result.stdout

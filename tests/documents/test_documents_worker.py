@@ -292,20 +292,20 @@ def test_cli_search_prints_the_best_chunks(worker: Any, storage_root: Path, caps
 
 def test_the_demo_indexes_the_shipped_samples_and_ends_with_a_search(worker: Any, storage_root: Path) -> None:
     # When the demo runs
-    from pipelines.documents import DEMO_QUERY, demo, document_for_run, search
+    from pipelines.documents import DEMO_QUERY, DocumentRun, demo, search
 
-    messages = demo()
+    *documents, searched = demo()
 
-    # Then its last job searched the indexed samples, best hit first
-    assert len(messages) == 3 * 4 + 1
-    last = wait_for_job(messages[-1])
-    assert last.state == "succeeded", last.error_message
-    assert DEMO_QUERY in (last.result or "")
-    assert '"hits": ["strategy-notes.pdf page 1' in (last.result or "")
+    # Then its last run searched the indexed samples, best hit first
+    assert len(documents) == 3 and all(isinstance(run, DocumentRun) for run in documents)
+    hits = searched.wait(120)
+    assert hits["query"] == DEMO_QUERY, hits
+    assert hits["hits"][0].startswith("strategy-notes.pdf page 1"), hits
 
-    # And every sample is indexed, the scanned memo through OCR
-    statuses = [document_for_run(run) for run in messages[0:12:4]]
-    assert [s["status"] for s in statuses if s] == ["indexed"] * 3, statuses
+    # And every sample is indexed, the scanned memo through OCR, each run with its three later steps
+    statuses = [run.wait(120) for run in documents]
+    assert [s["status"] for s in statuses] == ["indexed"] * 3, statuses
+    assert [run.status().children for run in documents] == [{"succeeded": 3}] * 3
     assert [s["pages_ocr"] for s in statuses if s] == [0, 1, 0]
     assert search("warehouse inventory count", k=1)[0].path.endswith("scanned-memo.pdf")
     assert search("who confirms the packaging delivery?", k=1)[0].path.endswith("meeting-minutes.docx")

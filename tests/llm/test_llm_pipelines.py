@@ -191,12 +191,12 @@ def test_the_demo_extracts_from_a_text_and_the_shipped_strategy_notes(worker):
     from pipelines.llm import demo, strategy_for_job
 
     # When the demo runs
-    ids = demo()
+    runs = demo()
 
     # Then both extractions succeed on the offline provider, one of them linked to the document
-    jobs = [wait_for_job(message_id, timeout=300) for message_id in ids]
-    assert [job.state for job in jobs] == ["succeeded", "succeeded"], [job.error_message for job in jobs]
-    strategies = [strategy_for_job(message_id) for message_id in ids]
+    for run in runs:
+        run.wait(300)
+    strategies = [strategy_for_job(run.job_id) for run in runs]
     assert [s["source_kind"] for s in strategies] == ["text", "document"]  # type: ignore[index]
     assert all(s["provider"] == "offline" for s in strategies)  # type: ignore[index]
     assert strategies[0]["name"] == "RSI Pullback in an Uptrend"  # type: ignore[index]

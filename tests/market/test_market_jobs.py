@@ -85,12 +85,14 @@ def test_the_demo_imports_real_prices_and_refreshes_every_asset_with_a_chart(
     # Given the demo's price file (the installed S&P 500 history, or the shipped excerpt); this test runs
     # first, so the refresh covers only the demo's assets
     # When the demo runs
-    import_id, *chart_ids = demo()
+    imported, refresh = demo()
 
     # Then the import succeeded, and every asset's pipeline ended with a chart
-    assert wait_for_job(import_id).state == "succeeded"
-    assert len(chart_ids) == len(store.list_asset_ids()) >= 3
-    assert {wait_for_job(i, timeout=240).state for i in chart_ids} == {"succeeded"}
+    assert imported.status().state == "succeeded"
+    info = refresh.wait(240)
+    assets = len(store.list_asset_ids())
+    assert info.total == info.succeeded == assets >= 3
+    assert refresh.status().children == {"succeeded": 3 * assets}
     for symbol in ("AAPL", "MSFT", "IBM"):
         asset = store.get_asset_by_symbol(symbol)
         assert asset is not None and asset.chart_path is not None and Path(asset.chart_path).exists()
@@ -103,7 +105,6 @@ def test_the_demo_imports_real_prices_and_refreshes_every_asset_with_a_chart(
     flush()
     demo_report()
     report = capsys.readouterr().out.splitlines()
-    assets = len(chart_ids)
     assert report[1].startswith("market run ") and f": {assets} assets, {assets} succeeded, 0 failed" in report[1]
     assert [line.split()[:3] for line in report[2:5]] == [
         [step, str(assets), "succeeded"] for step in ("indicators", "signals", "chart")
