@@ -122,7 +122,8 @@ def test_the_demo_report_counts_a_step_sent_in_the_runs_first_millisecond(
 
     # Given a run, and a step whose message Dramatiq stamped in the run's first millisecond (message
     # times are whole milliseconds, so it reads as up to 1 ms older than the run)
-    run_id = store.create_run("refresh", 1)
+    message_id = str(uuid.uuid4())
+    run_id = store.create_run("refresh", 1, message_id=message_id)
     info = store.get_run(run_id)
     assert info is not None
     stamped = info.started_at.replace(microsecond=info.started_at.microsecond // 1000 * 1000)
@@ -130,7 +131,7 @@ def test_the_demo_report_counts_a_step_sent_in_the_runs_first_millisecond(
     writer.record({"id": job_id, "seq": 11, "state": "queued", "actor": "compute_indicators", "queue": "market",
                    "enqueued_at": stamped.timestamp(), "attempts": 0, "updated_at": stamped.timestamp()})  # fmt: skip
     flush()
-    monkeypatch.setattr(pipelines.market, "_demo_run", run_id)
+    monkeypatch.setattr(pipelines.market, "_demo_message", message_id)
 
     # When the demo's report is printed
     demo_report()
