@@ -33,7 +33,10 @@ def short(text: str | None, limit: int) -> str:
 def duration(job: Any) -> str:
     if job.started_at is None or job.finished_at is None:
         return ""
-    seconds = (job.finished_at - job.started_at).total_seconds()
+    return seconds_text((job.finished_at - job.started_at).total_seconds())
+
+
+def seconds_text(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli.common import progress_bar, say, short, silence_stdout, table
+from cli.common import progress_bar, say, seconds_text, short, silence_stdout, table
 from cli.jobs import _broker
 from pipelines.runs import Run, RunFailed, RunStatus
 from storage.models import FINISHED_STATES
@@ -218,8 +218,7 @@ def _span(run: Run, root: Any) -> str:
     ends = [job.finished_at for job in jobs if job.finished_at is not None]
     if not starts or not ends:
         return ""
-    seconds = (max(ends) - min(starts)).total_seconds()
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+    return seconds_text((max(ends) - min(starts)).total_seconds())
 
 
 def _outcome(run: Run, status: RunStatus, root: Any) -> str:

@@ -15,24 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.core.process_support import start_worker
 from tests.support import job, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-DRAMATIQ = str(Path(sys.executable).parent / "dramatiq")
 
 
-def _start_worker(log: Path, threads: int = 4) -> subprocess.Popen[bytes]:
-    """A worker command whose output goes to ``log`` (shown when the test fails)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log.open("ab") as output:
-        return subprocess.Popen(
-            [DRAMATIQ, "actors", "tests.core.sample_actors", "-p", "1", "-t", str(threads), "-Q", "default"],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+def _start_worker(log: Path) -> subprocess.Popen[bytes]:
+    return start_worker({**os.environ, "PYTHONPATH": str(ROOT)}, log, "-p", "1", "-t", "4", "-Q", "default")
 
 
 def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
