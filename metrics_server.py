@@ -33,7 +33,9 @@ def serve_metrics(
     broker = dramatiq.get_broker()
     client = redis_client_for(broker)
     collector = BrokerCollector(client, lambda: queue_depths(broker)) if client is not None else None
-    server = make_server(host or settings.metrics_host, port or settings.metrics_port, directory, collector)
+    server = make_server(
+        host or settings.metrics_host, settings.metrics_port if port is None else port, directory, collector
+    )
     if block:
         server.serve_forever()
     else:

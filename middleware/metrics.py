@@ -305,7 +305,7 @@ class Metrics(Middleware):
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self._forks = list(forks or ())
         self.host = host or settings.metrics_host
-        self.port = port or settings.metrics_port
+        self.port = settings.metrics_port if port is None else port
         self.directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(settings.metrics_dir)
         self.instruments: _Instruments | None = None
         self.started: dict[str, float] = {}

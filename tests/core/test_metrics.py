@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from settings import settings
 from tests.support import wait_for_job, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,8 +46,10 @@ def test_metrics_count_messages_by_outcome_and_show_queue_depth(worker, broker):
     from tests.core.sample_actors import counts, rejects_input
 
     key = f"test:{uuid.uuid4().hex}"
+    # Port 0 is a free port from the OS, never the configured one another process may hold.
     server = serve_metrics("127.0.0.1", 0, block=False)
     port = server.server_address[1]
+    assert port != settings.metrics_port
     try:
         start = _scrape(port)
         base_ok = _value(start, "dramatiq_messages_total", actor_name="counts", outcome="succeeded")
