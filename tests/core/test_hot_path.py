@@ -1,0 +1,130 @@
+"""The shortcuts of the per-message path behave as the code they replace: signals reach exactly the
+middleware that listen, in Dramatiq's order and with its error handling, and raw round trips read every
+reply, raise error replies, and recover a server that lost its scripts."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from dramatiq.middleware import Middleware, SkipMessage
+
+
+class _Records(Middleware):
+    def __init__(self, name: str, calls: list[str]) -> None:
+        self.name, self.calls = name, calls
+
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.calls.append(f"before {self.name}")
+
+    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.calls.append(f"after {self.name}")
+
+
+class _Breaks(Middleware):
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        raise RuntimeError("a bug in a middleware")
+
+
+class _Skips(Middleware):
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        raise SkipMessage("not this one")
+
+
+def _listeners_of(broker: Any, hook: str) -> list[Any]:
+    return [middleware for middleware, _hook in broker.listeners(hook)]
+
+
+def test_signals_reach_only_listeners_in_order_and_follow_edits_of_the_middleware_list(broker):
+    from dramatiq.message import Message
+
+    calls: list[str] = []
+    first, second, silent = _Records("first", calls), _Records("second", calls), Middleware()
+    message = Message(queue_name="default", actor_name="noop", args=(), kwargs={}, options={})
+
+    # Given a broker that has already emitted (its listener cache is built)
+    broker.emit_before("enqueue", message, None)
+    # When middleware are appended to the list directly, not through add_middleware
+    broker.middleware.extend([first, silent, second])
+    try:
+        broker.emit_before("enqueue", message, None)
+        broker.emit_after("enqueue", message, None)
+        # Then they are called, before-hooks in list order and after-hooks in reverse, as Dramatiq does
+        assert calls == ["before first", "before second", "after second", "after first"]
+        # And a middleware that only inherits the base class's no-op is not among the listeners
+        assert silent not in _listeners_of(broker, "before_enqueue")
+        assert first in _listeners_of(broker, "before_enqueue")
+    finally:
+        for middleware in (first, silent, second):
+            broker.middleware.remove(middleware)
+    # And once removed, they are called no more
+    calls.clear()
+    broker.emit_before("enqueue", message, None)
+    assert calls == [] and first not in _listeners_of(broker, "before_enqueue")
+
+
+def test_a_hook_set_on_an_instance_is_a_listener(broker):
+    calls: list[str] = []
+    patched = Middleware()
+    patched.before_ack = lambda broker, message: calls.append("ack")  # type: ignore[method-assign]
+    broker.middleware.append(patched)
+    try:
+        broker.emit_before("ack", object())
+    finally:
+        broker.middleware.remove(patched)
+    assert calls == ["ack"]
+
+
+def test_a_failing_hook_is_logged_and_the_others_still_run_but_a_middleware_error_stops_the_signal(broker):
+    from dramatiq.message import Message
+
+    calls: list[str] = []
+    message = Message(queue_name="default", actor_name="noop", args=(), kwargs={}, options={})
+    broken, after_broken = _Breaks(), _Records("after the broken one", calls)
+    broker.middleware.extend([broken, after_broken])
+    try:
+        # A bug in one middleware is logged (as Dramatiq logs it) and does not stop the next
+        broker.emit_before("enqueue", message, None)
+        assert calls == ["before after the broken one"]
+    finally:
+        broker.middleware.remove(broken)
+        broker.middleware.remove(after_broken)
+
+    calls.clear()
+    skips, after_skips = _Skips(), _Records("after the skipping one", calls)
+    broker.middleware.extend([skips, after_skips])
+    try:
+        # A MiddlewareError (SkipMessage) is the middleware's decision: it reaches the caller
+        with pytest.raises(SkipMessage):
+            broker.emit_before("enqueue", message, None)
+        assert calls == []
+    finally:
+        broker.middleware.remove(skips)
+        broker.middleware.remove(after_skips)
+
+
+def test_a_raw_round_trip_reads_every_reply_and_raises_the_first_error(broker, redis_client):
+    from broker import send_commands
+
+    key = f"hot-path:{uuid.uuid4().hex}"
+    # When the second of three commands fails
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        send_commands(redis_client, [("SET", key, "v"), ("LPUSH", key, "x"), ("APPEND", key, "w")])
+    # Then the commands around it ran, and the pooled connection is still in step: the next
+    # command gets its own reply, not a leftover one
+    assert send_commands(redis_client, [("GET", key)]) == [b"vw"]
+    assert send_commands(redis_client, [("DEL", key), ("EXISTS", key)]) == [1, 0]
+
+
+def test_enqueue_fetch_and_ack_recover_when_the_server_lost_its_scripts(worker, broker, redis_client):
+    from tests.core.sample_actors import counts
+    from tests.support import wait_for_job
+
+    # Given a running worker and a Redis that then forgets every script (as a restart does)
+    assert wait_for_job(counts.send(f"hot-path:{uuid.uuid4().hex}", "before").message_id).state == "succeeded"
+    redis_client.script_flush()
+    # When a job is sent / Then it is enqueued, fetched, run and acknowledged all the same
+    message = counts.send(f"hot-path:{uuid.uuid4().hex}", "after a script flush")
+    assert wait_for_job(message.message_id).state == "succeeded"
