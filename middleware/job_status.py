@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -579,11 +580,22 @@ def _db_time(value: Any, sqlite: bool) -> Any:
     Raw statements skip SQLAlchemy's type processing (the hot path of this writer), so for SQLite the
     time is written the way SQLAlchemy writes it there: naive UTC text.
     """
-    if not isinstance(value, datetime):
-        moment = datetime.fromtimestamp(value, UTC)
-        # isoformat is a fraction of strftime's cost, and every row has several times to convert.
-        return moment.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else moment
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else value
+    if not sqlite:
+        return value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    # Epoch seconds (what the hooks record) without a datetime: every row has several times, and this
+    # was a twentieth of a worker's time. Microseconds are rounded as datetime.fromtimestamp rounds them.
+    seconds = int(value)
+    micros = round((value - seconds) * 1e6)
+    if micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    return f"{_utc_second_text(seconds)}.{micros:06d}"
+
+
+@functools.lru_cache(maxsize=512)
+def _utc_second_text(seconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
 
 
 def _upsert_postgres(connection: Any, params: list[tuple[Any, ...]]) -> None:

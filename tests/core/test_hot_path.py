@@ -128,3 +128,29 @@ def test_enqueue_fetch_and_ack_recover_when_the_server_lost_its_scripts(worker, 
     # When a job is sent / Then it is enqueued, fetched, run and acknowledged all the same
     message = counts.send(f"hot-path:{uuid.uuid4().hex}", "after a script flush")
     assert wait_for_job(message.message_id).state == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1765000000.5, 1765000000, 1765000000.9999996, 1765000000.0000004, "aware", "offset", "naive"],
+)
+def test_job_table_times_are_written_as_sqlalchemy_writes_them_on_sqlite(value):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy.dialects.sqlite import DATETIME
+    from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+
+    from middleware.job_status import _db_time
+
+    moment = (
+        {
+            "aware": datetime(2026, 12, 6, 22, 1, 2, 345678, tzinfo=UTC),
+            "offset": datetime(2026, 12, 6, 1, 2, 3, tzinfo=timezone(timedelta(hours=3))),
+            "naive": datetime(2026, 12, 6, 1, 2, 3, 4),
+        }.get(value)
+        if isinstance(value, str)
+        else value
+    )
+    as_utc = (moment if isinstance(moment, datetime) else datetime.fromtimestamp(moment, UTC)).astimezone(UTC)
+    expected = DATETIME().bind_processor(SQLiteDialect())(as_utc.replace(tzinfo=None))
+    assert _db_time(moment, sqlite=True) == expected
