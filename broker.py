@@ -27,7 +27,7 @@ from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.broker import Broker
+from dramatiq.broker import Broker, MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
@@ -37,6 +37,7 @@ from dramatiq.rate_limits.backends import RedisBackend as RateLimiterBackend
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend as ResultsBackend
 
+from middleware.events import ENCODED_SIZE_ATTRIBUTE
 from settings import QUEUES, settings
 
 logger = logging.getLogger(__name__)
@@ -790,9 +791,9 @@ class _WakeableConsumer(_RedisConsumer):
                     self._dead_letter_undecodable(data)
                     continue
                 self.queued_message_ids.add(message.message_id)
-                from dramatiq.broker import MessageProxy
-
-                return MessageProxy(message)
+                proxy = MessageProxy(message)
+                setattr(proxy, ENCODED_SIZE_ATTRIBUTE, len(data))
+                return proxy
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None
 

@@ -36,3 +36,5 @@ def noted(message: Any, attribute: str) -> Any:
 DECISION_ATTRIBUTE = "_platform_decision"
 SKIP_REASON_ATTRIBUTE = "_platform_skip"
 ABANDONED_ATTRIBUTE = "_platform_abandoned"
+#: Where a consumer that read a message's bytes leaves their length, so a size check need not estimate it.
+ENCODED_SIZE_ATTRIBUTE = "_platform_encoded_size"

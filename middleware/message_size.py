@@ -8,6 +8,7 @@ from typing import Any
 from dramatiq.broker import Broker
 from dramatiq.middleware import Middleware, MiddlewareError
 
+from middleware.events import ENCODED_SIZE_ATTRIBUTE, noted
 from processing.errors import InvalidArgument
 
 # A JSON-encoded character takes at most 12 bytes (a surrogate pair as two \\uXXXX escapes).
@@ -91,10 +92,14 @@ class MessageSize(Middleware):
             return
         size = len(message.encode())
         if size > cap:
-            raise MessageTooLarge(
-                f"{message.actor_name}: the message is {size / 1_048_576:.1f} MiB, over the cap of "
-                f"{cap / 1_048_576:.1f} MiB; pass large data by reference (a path under the storage root)"
-            )
+            raise self._too_large(message, size, cap)
+
+    @staticmethod
+    def _too_large(message: Any, size: int, cap: int) -> MessageTooLarge:
+        return MessageTooLarge(
+            f"{message.actor_name}: the message is {size / 1_048_576:.1f} MiB, over the cap of "
+            f"{cap / 1_048_576:.1f} MiB; pass large data by reference (a path under the storage root)"
+        )
 
     # A retry was accepted when it was first sent; refusing its re-enqueue (a traceback in its options
     # makes it grow) would drop a job that is already in the system. So only first sends and first
@@ -105,5 +110,10 @@ class MessageSize(Middleware):
             self._check(broker, message)
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        if "retries" not in message.options:
+        if "retries" in message.options:
+            return
+        size = noted(message, ENCODED_SIZE_ATTRIBUTE)
+        if size is None:
             self._check(broker, message)
+        elif size > (cap := self._cap(broker, message)):
+            raise self._too_large(message, size, cap)
