@@ -11,6 +11,7 @@ start-up time is not counted. Latency is enqueue → start on an idle worker.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -82,28 +83,78 @@ def remaining(client: redis.Redis, keys: tuple[str, ...]) -> int:
 
 
 def enqueue(variant: str, count: int, payload_bytes: int) -> None:
-    """Run in a child process: enqueue ``count`` messages with the variant's own client."""
+    """Run in a child process: enqueue ``count`` messages with the variant's own client; print the rate."""
     payload = "x" * payload_bytes if payload_bytes else None
     if variant == "celery":
         from bench.celery_app import noop as celery_noop
 
+        started = time.perf_counter()
         for _ in range(count):
             celery_noop.apply_async(args=(payload,))
-        return
-    if variant == "bare":
-        from bench.bare_app import noop
     else:
-        from bench.platform_app import noop  # type: ignore[assignment]
-    for _ in range(count):
-        noop.send(payload)
+        if variant == "bare":
+            from bench.bare_app import noop
+        else:
+            from bench.platform_app import noop  # type: ignore[assignment]
+        started = time.perf_counter()
+        for _ in range(count):
+            noop.send(payload)
+    print(json.dumps({"send_rate": count / (time.perf_counter() - started)}))
 
 
-def run_variant(variant: Variant, count: int, payload_bytes: int, env: dict[str, str], client: redis.Redis) -> float:
+@dataclass
+class Run:
+    rate: float
+    send_rate: float
+    #: CPU seconds the worker command's processes used per message, in the measured window, in µs.
+    worker_cpu_us: float
+    #: Seconds from the queue's last message taken to the job table showing every job succeeded.
+    table_lag: float | None = None
+
+
+def job_table_lag(var_dir: str, count: int, since: float) -> float:
+    """Seconds after ``since`` at which the platform's job table holds ``count`` succeeded rows."""
+    import sqlite3
+
+    database = Path(var_dir) / "platform.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with contextlib.closing(sqlite3.connect(database, timeout=5)) as connection:
+                (done,) = connection.execute("SELECT count(*) FROM jobs WHERE state = 'succeeded'").fetchone()
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+            done = 0
+        if done >= count:
+            return time.perf_counter() - since
+        time.sleep(0.01)
+    raise RuntimeError(f"the job table did not show {count} succeeded jobs within 120 s")
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its children."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for process in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def run_variant(variant: Variant, count: int, payload_bytes: int, env: dict[str, str], client: redis.Redis) -> Run:
     client.flushdb()
-    subprocess.run(
+    if variant.enqueue_module == "platform":
+        # Each run counts its own rows.
+        Path(env["VAR_DIR"], "platform.db").unlink(missing_ok=True)
+    sent = subprocess.run(
         [PYTHON, "-m", "bench.throughput", "--enqueue", variant.enqueue_module, str(count), str(payload_bytes)],
-        cwd=ROOT, env=env, check=True,
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
     )  # fmt: skip
+    send_rate = float(json.loads(sent.stdout.strip().splitlines()[-1])["send_rate"])
     assert remaining(client, variant.remaining_keys) == count, "messages were not all enqueued"
     log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
     worker = subprocess.Popen(variant.worker_command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
@@ -113,12 +164,15 @@ def run_variant(variant: Variant, count: int, payload_bytes: int, env: dict[str,
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{variant.name} worker did not start; see {log.name}")
             time.sleep(0.005)
-        started, start_left = time.perf_counter(), left
+        started, start_left, cpu_at_start = time.perf_counter(), left, _tree_cpu(worker.pid)
         while (left := remaining(client, variant.remaining_keys)) > 0:
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{variant.name} worker stopped with {left} messages left; see {log.name}")
             time.sleep(0.01)
-        elapsed = time.perf_counter() - started
+        emptied = time.perf_counter()
+        elapsed = emptied - started
+        worker_cpu_us = (_tree_cpu(worker.pid) - cpu_at_start) / start_left * 1e6
+        lag = job_table_lag(env["VAR_DIR"], count, emptied) if variant.enqueue_module == "platform" else None
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         try:
@@ -126,7 +180,7 @@ def run_variant(variant: Variant, count: int, payload_bytes: int, env: dict[str,
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
-    return start_left / elapsed
+    return Run(start_left / elapsed, send_rate, worker_cpu_us, lag)
 
 
 def latency(variant: Variant, samples: int, env: dict[str, str], client: redis.Redis) -> tuple[float, float]:
@@ -223,22 +277,43 @@ def main() -> None:
         "PYTHONPATH": str(ROOT),
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("DATABASE_URL", None)  # the job table on SQLite under VAR_DIR, where the bench reads it
 
     print(f"Redis {redis_url}; {args.processes} processes × {args.threads} threads; {os.cpu_count()} CPUs")
     rows = []
     for workload, count, size in (("no-op", args.messages, 0), ("10 KB argument", args.large, 10_240)):
-        rates = {}
+        runs = {}
         for variant in variants(args.processes, args.threads):
-            rates[variant.name] = run_variant(variant, count, size, env, client)
-        rows.append((workload, count, rates))
+            runs[variant.name] = run_variant(variant, count, size, env, client)
+        rows.append((workload, count, runs))
 
     print()
     print(f"{'workload':<16}{'messages':>9}  {'bare dramatiq':>14}{'platform':>11}{'celery':>9}  "
           f"{'platform/bare':>14}{'platform/celery':>16}")  # fmt: skip
-    for workload, count, rates in rows:
-        bare, ours, celery = rates["bare dramatiq"], rates["platform (full stack)"], rates["celery (prefork)"]
-        print(f"{workload:<16}{count:>9}  {bare:>11.0f}/s{ours:>8.0f}/s{celery:>6.0f}/s  "
-              f"{ours / bare:>13.0%}{ours / celery:>15.2f}×")  # fmt: skip
+    for workload, count, runs in rows:
+        bare, ours, celery = runs["bare dramatiq"], runs["platform (full stack)"], runs["celery (prefork)"]
+        print(f"{workload:<16}{count:>9}  {bare.rate:>11.0f}/s{ours.rate:>8.0f}/s{celery.rate:>6.0f}/s  "
+              f"{ours.rate / bare.rate:>13.0%}{ours.rate / celery.rate:>15.2f}×")  # fmt: skip
+
+    print()
+    print("worker CPU per message (all processes of the worker command, user + system)")
+    for workload, _count, runs in rows:
+        bare, ours, celery = runs["bare dramatiq"], runs["platform (full stack)"], runs["celery (prefork)"]
+        ratio = ours.worker_cpu_us / bare.worker_cpu_us
+        print(f"  {workload:<16}{bare.worker_cpu_us:>6.0f} µs bare{ours.worker_cpu_us:>6.0f} µs platform"
+              f"{celery.worker_cpu_us:>6.0f} µs celery   platform/bare {ratio:.2f}×")  # fmt: skip
+
+    print()
+    print("producer: one process calling send() (apply_async() for Celery)")
+    for workload, _count, runs in rows:
+        bare, ours, celery = runs["bare dramatiq"], runs["platform (full stack)"], runs["celery (prefork)"]
+        print(f"  {workload:<16}{bare.send_rate:>8.0f}/s bare{ours.send_rate:>8.0f}/s platform"
+              f"{celery.send_rate:>8.0f}/s celery   platform/bare {ours.send_rate / bare.send_rate:.0%}")  # fmt: skip
+
+    print()
+    print("job table: last message taken → every row 'succeeded' (SQLite)")
+    for workload, _count, runs in rows:
+        print(f"  {workload:<16}{runs['platform (full stack)'].table_lag or 0:>7.2f} s")
 
     print()
     print("enqueue → start latency on an idle worker:")
