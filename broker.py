@@ -20,7 +20,6 @@ import socket
 import subprocess
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -349,41 +348,17 @@ class _AnnouncesWorkers:
             self.liveness_client.hdel(workers_key(), self.broker_id)
 
 
-_thread_connections = threading.local()
-
-
-def _thread_connection(pool: redis.ConnectionPool) -> Any:
-    """This thread's own connection from ``pool``, kept out of the pool while the thread lives.
-
-    Taking a connection from redis-py's pool and giving it back costs a socket poll and bookkeeping
-    per call; a worker thread settles a message on every call. The connection goes back to the pool
-    when the thread is gone. A forked child (whose main thread inherits the parent's thread-local
-    data) takes a connection of its own.
-    """
-    held: dict[int, tuple[int, redis.ConnectionPool, Any]] = getattr(_thread_connections, "held", None) or {}
-    _thread_connections.held = held
-    pid = os.getpid()
-    # The pool is held too, so its id cannot be reused by another pool while the entry exists.
-    owned = held.get(id(pool))
-    if owned is not None and owned[0] == pid and owned[1] is pool:
-        return owned[2]
-    connection = pool.get_connection()
-    held[id(pool)] = (pid, pool, connection)
-    weakref.finalize(threading.current_thread(), pool.release, connection)
-    return connection
-
-
 def send_commands(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Send ``commands`` in one round trip; their replies, unparsed. The first error reply is raised.
 
     redis-py's pipeline spends more Python per call than a local Redis takes to answer (a retry
     wrapper, timing and event hooks, a parse callback per reply); on the acknowledgement of every
     message that was a quarter of a worker's time. Replies come raw, as Lua scripts return them
-    anyway. A connection that fails is closed (the thread's next call connects again), and the
-    commands go again through redis-py, whose retries (with backoff) wait out a Redis restart, as
-    they did when every call went that way.
+    anyway. A connection that fails is closed, and the commands go again through redis-py, whose
+    retries (with backoff) wait out a Redis restart, as they did when every call went that way.
     """
-    connection = _thread_connection(client.connection_pool)
+    pool = client.connection_pool
+    connection = pool.get_connection()
     try:
         connection.send_packed_command(connection.pack_commands(commands))
         replies: list[Any] = []
@@ -396,14 +371,17 @@ def send_commands(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[
                 replies.append(reply_error)
     except (redis.ConnectionError, redis.TimeoutError):
         connection.disconnect()
+        pool.release(connection)
         pipe = client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
         return list(pipe.execute())
     except BaseException:
-        # Replies left unread would be read as the answers to the thread's next commands.
+        # Replies left unread would be read as the answers to the next caller's commands.
         connection.disconnect()
+        pool.release(connection)
         raise
+    pool.release(connection)
     if error is not None:
         raise error
     return replies
