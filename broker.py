@@ -359,29 +359,29 @@ def send_commands(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[
     """
     pool = client.connection_pool
     connection = pool.get_connection()
+    replies: list[Any] = []
+    lost = False
     try:
         connection.send_packed_command(connection.pack_commands(commands))
-        replies: list[Any] = []
-        error: redis.ResponseError | None = None
         for _ in commands:
             try:
                 replies.append(connection.read_response())
             except redis.ResponseError as reply_error:
-                error = error or reply_error
                 replies.append(reply_error)
-    except (redis.ConnectionError, redis.TimeoutError):
+    except BaseException as failure:
+        # Replies left unread would be read as the answers to the next caller's commands.
         connection.disconnect()
+        if not isinstance(failure, redis.ConnectionError | redis.TimeoutError):
+            raise
+        lost = True
+    finally:
         pool.release(connection)
+    if lost:
         pipe = client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
         return list(pipe.execute())
-    except BaseException:
-        # Replies left unread would be read as the answers to the next caller's commands.
-        connection.disconnect()
-        pool.release(connection)
-        raise
-    pool.release(connection)
+    error = next((reply for reply in replies if isinstance(reply, redis.ResponseError)), None)
     if error is not None:
         raise error
     return replies
