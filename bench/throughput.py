@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,17 +119,17 @@ def job_table_lag(var_dir: str, count: int, since: float) -> float:
 
     database = Path(var_dir) / "platform.db"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with contextlib.closing(sqlite3.connect(database, timeout=5)) as connection:
+    with contextlib.closing(sqlite3.connect(database, timeout=5)) as connection:
+        while time.monotonic() < deadline:
+            try:
                 (done,) = connection.execute("SELECT count(*) FROM jobs WHERE state = 'succeeded'").fetchone()
-        except sqlite3.OperationalError as error:
-            if "no such table" not in str(error):
-                raise
-            done = 0
-        if done >= count:
-            return time.perf_counter() - since
-        time.sleep(0.01)
+            except sqlite3.OperationalError as error:
+                if "no such table" not in str(error):
+                    raise
+                done = 0
+            if done >= count:
+                return time.perf_counter() - since
+            time.sleep(0.01)
     raise RuntimeError(f"the job table did not show {count} succeeded jobs within 120 s")
 
 
@@ -239,6 +240,25 @@ def idle_rss_mb(env: dict[str, str], queues: list[str]) -> float:
         worker.wait(30)
 
 
+SYSTEMS = ("bare dramatiq", "platform (full stack)", "celery (prefork)")
+
+
+def _compare(
+    rows: list[tuple[str, int, dict[str, Run]]],
+    title: str,
+    figure: Callable[[Run], float],
+    shown: str,
+    ratio: Callable[[float, float], str],
+) -> None:
+    """One figure of each system per workload, and the platform's against bare Dramatiq's."""
+    print()
+    print(title)
+    for workload, _count, runs in rows:
+        bare, ours, celery = (figure(runs[name]) for name in SYSTEMS)
+        print(f"  {workload:<16}{shown.format(bare)} bare{shown.format(ours)} platform{shown.format(celery)} celery"
+              f"   platform/bare {ratio(ours, bare)}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20_000)
@@ -295,20 +315,20 @@ def main() -> None:
         print(f"{workload:<16}{count:>9}  {bare.rate:>11.0f}/s{ours.rate:>8.0f}/s{celery.rate:>6.0f}/s  "
               f"{ours.rate / bare.rate:>13.0%}{ours.rate / celery.rate:>15.2f}×")  # fmt: skip
 
-    print()
-    print("worker CPU per message (all processes of the worker command, user + system)")
-    for workload, _count, runs in rows:
-        bare, ours, celery = runs["bare dramatiq"], runs["platform (full stack)"], runs["celery (prefork)"]
-        ratio = ours.worker_cpu_us / bare.worker_cpu_us
-        print(f"  {workload:<16}{bare.worker_cpu_us:>6.0f} µs bare{ours.worker_cpu_us:>6.0f} µs platform"
-              f"{celery.worker_cpu_us:>6.0f} µs celery   platform/bare {ratio:.2f}×")  # fmt: skip
-
-    print()
-    print("producer: one process calling send() (apply_async() for Celery)")
-    for workload, _count, runs in rows:
-        bare, ours, celery = runs["bare dramatiq"], runs["platform (full stack)"], runs["celery (prefork)"]
-        print(f"  {workload:<16}{bare.send_rate:>8.0f}/s bare{ours.send_rate:>8.0f}/s platform"
-              f"{celery.send_rate:>8.0f}/s celery   platform/bare {ours.send_rate / bare.send_rate:.0%}")  # fmt: skip
+    _compare(
+        rows,
+        "worker CPU per message (all processes of the worker command, user + system)",
+        lambda run: run.worker_cpu_us,
+        "{:>6.0f} µs",
+        lambda ours, bare: f"{ours / bare:.2f}×",
+    )
+    _compare(
+        rows,
+        "producer: one process calling send() (apply_async() for Celery)",
+        lambda run: run.send_rate,
+        "{:>8.0f}/s",
+        lambda ours, bare: f"{ours / bare:.0%}",
+    )
 
     print()
     print("job table: last message taken → every row 'succeeded' (SQLite)")
