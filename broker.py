@@ -622,20 +622,17 @@ class PlatformRedisBroker(_FailuresStayFailures, _AnnouncesWorkers, _CallsOnlyLi
         loaded again.
         """
         script = self.scripts["dispatch"]
-        staged = self.client.pipeline(transaction=False)
-        staged.evalsha(script.sha, 1, self.namespace, *self._dispatch_args(command, queue_name, *args))
+        dispatch = ("EVALSHA", script.sha, 1, self.namespace, *self._dispatch_args(command, queue_name, *args))
+        extra_commands: list[tuple[Any, ...]] = []
         if extra is not None:
+            staged = self.client.pipeline(transaction=False)
             extra(staged)
-        commands = [command_args for command_args, _options in staged.command_stack]
-        for attempt in (1, 2):
-            try:
-                return send_commands(self.client, commands)[0]
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                script.sha = self.client.script_load(script.script)
-                commands[0] = (commands[0][0], script.sha, *commands[0][2:])
-        raise AssertionError("unreachable")
+            extra_commands = [command_args for command_args, _options in staged.command_stack]
+        try:
+            return send_commands(self.client, [dispatch, *extra_commands])[0]
+        except redis.exceptions.NoScriptError:
+            script.sha = self.client.script_load(script.script)
+            return send_commands(self.client, [(dispatch[0], script.sha, *dispatch[2:]), *extra_commands])[0]
 
     def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
         key = notify_key(queue_name)
