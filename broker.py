@@ -533,6 +533,9 @@ class PlatformRedisBroker(_FailuresStayFailures, _AnnouncesWorkers, _CallsOnlyLi
         #: Redis ids of prefetched messages, per queue, that a consumer closed by a lost connection could
         #: not hand back; the queue's next consumer does.
         self.unreturned: dict[str, list[str]] = {}
+        #: Redis ids, per queue, of the messages its consumers handed to this process's worker threads and
+        #: that are not yet acknowledged or handed back: what the process holds besides a consumer's cache.
+        self.handed: dict[str, set[str]] = {}
         #: The embedded server this broker talks to, if it does; the broker's close leaves it.
         self.embedded: EmbeddedRedis | None = None
 
@@ -573,14 +576,19 @@ class PlatformRedisBroker(_FailuresStayFailures, _AnnouncesWorkers, _CallsOnlyLi
         during the outage would wait until the process died. A delay-queue consumer is the only holder of
         its ack set, so a new one (the first one has none) returns all of it to the delay queue.
         """
-        acks = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+        # What the old consumer handed out was dropped with the consumer thread's delay queue.
+        self.handed.pop(queue_name, None)
         try:
-            held = [member.decode() for member in self.client.smembers(acks)]  # type: ignore[union-attr]
+            held = [member.decode() for member in self.client.smembers(self.acks_key(queue_name))]  # type: ignore[union-attr]
             if held:
                 self.do_requeue(queue_name, *held)
                 self.logger.warning("Returned %d delayed messages to %r after a reconnect.", len(held), queue_name)
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None
+
+    def acks_key(self, queue_name: str) -> str:
+        """This process's ack set for ``queue_name``: the Redis ids it fetched and has not settled."""
+        return f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
 
     def _maintenance_due(self, command: str, queue_name: str, timestamp: int) -> int:
         if command in ("ack", "nack", "enqueue"):
@@ -665,6 +673,9 @@ class _WakeableConsumer(_RedisConsumer):
     def __init__(self, broker: PlatformRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
         self.settled = threading.Event()
+        self.handed = broker.handed.setdefault(queue_name, set())
+        # A new consumer (the first, or one after a lost connection) looks for orphans at once.
+        self._orphans_checked_at = float("-inf")
 
     def _settle(self, command: str, message: Any) -> None:
         """Ack or nack in one pipeline with whatever the broker's ack hooks add."""
@@ -674,11 +685,15 @@ class _WakeableConsumer(_RedisConsumer):
             for hook in broker.ack_hooks:
                 hook(message, pipe)
 
+        redis_id = message.options["redis_message_id"]
         try:
             # The current queue may differ from message.queue_name when the message was delayed.
-            broker.run_pipelined(command, self.queue_name, message.options["redis_message_id"], extra=hooks)
+            broker.run_pipelined(command, self.queue_name, redis_id, extra=hooks)
         except redis.ConnectionError as error:
+            # Still held: the consumer thread settles it again once the connection is back.
             raise ConnectionClosed(error) from None
+        else:
+            self.handed.discard(redis_id)
         finally:
             self.queued_message_ids.discard(message.message_id)
             self.settled.set()
@@ -688,9 +703,13 @@ class _WakeableConsumer(_RedisConsumer):
 
     def _take_cached_ids(self) -> list[str]:
         """The Redis ids of the messages fetched but not yet handed to the worker; the cache is emptied."""
-        cached, self.message_cache = self.message_cache, []
+        message_ids = self._cached_ids()
+        self.message_cache = []
+        return message_ids
+
+    def _cached_ids(self) -> list[str]:
         message_ids = []
-        for data in cached:
+        for data in self.message_cache:
             if data is None:
                 continue
             try:
@@ -705,7 +724,9 @@ class _WakeableConsumer(_RedisConsumer):
         They were next in line when they were fetched, so they go back in front, in the order they had:
         ``lpush`` puts each before the previous one, so the ids go in reverse.
         """
-        message_ids = [message.options["redis_message_id"] for message in messages] + self._take_cached_ids()
+        handed_back = [message.options["redis_message_id"] for message in messages]
+        self.handed.difference_update(handed_back)
+        message_ids = handed_back + self._take_cached_ids()
         if message_ids:
             self.broker.do_requeue(self.queue_name, *reversed(message_ids))
 
@@ -737,6 +758,8 @@ class _WakeableConsumer(_RedisConsumer):
                 try:
                     data = self.message_cache.pop(0)
                 except IndexError:
+                    if time.monotonic() - self._orphans_checked_at >= self.broker.maintenance_interval / 1000:
+                        self._return_orphans()
                     messages: list[bytes] = []
                     self.settled.clear()
                     outstanding = self.outstanding_message_count
@@ -766,18 +789,38 @@ class _WakeableConsumer(_RedisConsumer):
                     self._dead_letter_undecodable(data)
                     continue
                 self.queued_message_ids.add(message.message_id)
+                self.handed.add(message.options["redis_message_id"])
                 proxy = MessageProxy(message)
                 setattr(proxy, ENCODED_SIZE_ATTRIBUTE, len(data))
                 return proxy
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None
 
+    def _return_orphans(self) -> None:
+        """Hand back the messages in this process's ack set that no part of the process holds.
+
+        A fetch whose reply a lost connection swallowed (redis-py sends it again; or the consumer
+        reconnects) and an acknowledgement a killed Redis had not yet written to disk leave messages in
+        the ack set of a live process, where the dead-worker maintenance never looks: they waited until
+        the process exited. This thread is the only one that fetches into its ack set, so a member that is
+        neither in its cache nor handed out is an orphan. What is held is read before the set, so a
+        message acknowledged in between is in neither; the requeue skips any that left the set since.
+        """
+        self._orphans_checked_at = time.monotonic()
+        held = set(self.handed)
+        held.update(self._cached_ids())
+        members = self.broker.client.smembers(self.broker.acks_key(self.queue_name))
+        orphans = [member.decode() for member in members if member.decode() not in held]  # type: ignore[union-attr]
+        if orphans:
+            self.broker.do_requeue(self.queue_name, *orphans)
+            logger.warning(
+                "Returned %d orphaned messages to %r from this process's ack set.", len(orphans), self.queue_name
+            )
+
     def _dead_letter_undecodable(self, data: bytes) -> None:
         """Move a message that is not valid JSON (or not a message) to the dead-letter queue."""
-        namespace = self.broker.namespace
-        acks = f"{namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
-        messages = f"{namespace}:{self.queue_name}.msgs"
-        for redis_id in self.broker.client.smembers(acks):  # type: ignore[union-attr]
+        messages = f"{self.broker.namespace}:{self.queue_name}.msgs"
+        for redis_id in self.broker.client.smembers(self.broker.acks_key(self.queue_name)):  # type: ignore[union-attr]
             if self.broker.client.hget(messages, redis_id) == data:
                 self.broker.do_nack(self.queue_name, redis_id.decode())  # type: ignore[union-attr]
                 logger.error(

@@ -49,14 +49,12 @@ def test_redis_stopped_and_started_again_twice_loses_no_job_and_the_workers_reco
     # When Redis is stopped with SIGTERM, then with SIGKILL, mid-run, and started again each time
     result = chaos.scenario_redis(running, 300, seconds=0.02, down_s=2.0, timeout=600)
 
-    # Then the worker command went on by itself after each outage, and every job ran and ended succeeded
-    # (a few whose fetch reply was lost in the outage only after the command was restarted: a known gap)
+    # Then the worker command went on by itself after each outage, never restarted, and every job ran and
+    # ended succeeded (those fetched around an outage too: they go back from the live process's ack set)
     assert result.lost == 0, result.as_dict()
     assert result.states == {"succeeded": 300}, result.as_dict()
     assert len(result.recover_s) == 2
-    assert any(
-        note.startswith(("worker command still up", f"{n} jobs waited")) for n in range(1, 50) for note in result.notes
-    ), result.notes
+    assert any(note.startswith("worker command still up") for note in result.notes), result.notes
 
 
 @pytest.mark.parametrize(("job_seconds", "shutdown_ms"), [(2.0, 30_000), (20.0, 2_000)])

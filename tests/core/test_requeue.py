@@ -110,3 +110,55 @@ def test_the_broker_refuses_a_dramatiq_whose_private_parts_it_does_not_know():
     # Then the import fails and says which version it was written for
     assert completed.returncode != 0
     assert "2.2.1" in completed.stderr and "9.9.9" in completed.stderr
+
+
+def test_a_message_left_in_a_live_workers_ack_set_goes_back_without_a_restart(broker, redis_client):
+    from tests.core.sample_actors import counts, holds_until_released
+
+    broker.flush_all()
+    key = f"test:{uuid.uuid4().hex}"
+    # Given a live worker process busy with one job, which it holds in its ack set
+    worker = subprocess.Popen(
+        [DRAMATIQ, "actors", "tests.core.sample_actors", "-p", "1", "-t", "2", "-Q", "default"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "MAINTENANCE_INTERVAL_MS": "500"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        holds_until_released.send(key)
+        wait_until(lambda: redis_client.get(f"{key}:holding"), timeout=90)
+        redis_client.delete(f"{key}:holding")
+        (worker_id,) = [
+            member.decode()
+            for member, info in redis_client.hgetall("dramatiq:__workers__").items()
+            if json.loads(info)["pid"] != os.getpid()
+        ]
+        acks = f"dramatiq:__acks__.{worker_id}.default"
+        held = redis_client.smembers(acks)
+        assert len(held) == 1
+        # And a message in that ack set the process never received: what a fetch leaves whose reply a
+        # lost connection swallowed, or an acknowledgement a killed Redis had not yet written to disk
+        orphan = counts.message(key, "orphan")
+        orphan = orphan.copy(options={**orphan.options, "redis_message_id": orphan.message_id})
+        redis_client.hset("dramatiq:default.msgs", orphan.message_id, orphan.encode())
+        redis_client.sadd(acks, orphan.message_id)
+
+        # When the worker goes on (no restart, no heartbeat timeout)
+        # Then the orphan runs in it, and the job the process still holds is neither handed back nor run again
+        wait_until(lambda: redis_client.sismember(key, "orphan"), timeout=30)
+        assert redis_client.smembers(acks) == held
+        assert redis_client.llen("dramatiq:default") == 0
+        redis_client.set(f"{key}:release", 1)
+        wait_until(lambda: redis_client.scard(acks) == 0, timeout=30)
+        assert redis_client.get(f"{key}:holding") is None
+        assert worker.poll() is None
+    finally:
+        os.kill(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+    broker.flush_all()
