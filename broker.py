@@ -348,43 +348,73 @@ class _AnnouncesWorkers:
             self.liveness_client.hdel(workers_key(), self.broker_id)
 
 
-def send_commands(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-    """Send ``commands`` in one round trip; their replies, unparsed. The first error reply is raised.
+class RawRoundTrips:
+    """Commands sent in one round trip, their replies unparsed, on connections kept between calls.
 
     redis-py's pipeline spends more Python per call than a local Redis takes to answer (a retry
     wrapper, timing and event hooks, a parse callback per reply); on the acknowledgement of every
-    message that was a quarter of a worker's time. Replies come raw, as Lua scripts return them
-    anyway. A connection that fails is closed, and the commands go again through redis-py, whose
-    retries (with backoff) wait out a Redis restart, as they did when every call went that way.
+    message that was a quarter of a worker's time. Replies come raw, as Lua scripts return them anyway.
+    The pool's checkout costs as much again (a lock, metrics hooks, a poll of the socket for stray
+    data), so up to ``keep`` connections that were left clean (every reply read) wait here for the next
+    call; past that they go back to the pool, which keeps the number a process holds bounded however
+    many threads come and go. A forked child never uses its parent's sockets.
     """
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    replies: list[Any] = []
-    lost = False
-    try:
-        connection.send_packed_command(connection.pack_commands(commands))
-        for _ in commands:
-            try:
-                replies.append(connection.read_response())
-            except redis.ResponseError as reply_error:
-                replies.append(reply_error)
-    except BaseException as failure:
-        # Replies left unread would be read as the answers to the next caller's commands.
-        connection.disconnect()
-        if not isinstance(failure, redis.ConnectionError | redis.TimeoutError):
-            raise
-        lost = True
-    finally:
-        pool.release(connection)
-    if lost:
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return list(pipe.execute())
-    error = next((reply for reply in replies if isinstance(reply, redis.ResponseError)), None)
-    if error is not None:
-        raise error
-    return replies
+
+    def __init__(self, client: redis.Redis, keep: int = 16) -> None:
+        self.client = client
+        self.pool = client.connection_pool
+        self.keep = keep
+        self.idle: list[Any] = []
+        self.pid = os.getpid()
+
+    def _take(self) -> Any:
+        if self.pid != os.getpid():
+            # Inherited from the parent: its sockets are the parent's; the pool resets itself.
+            self.idle, self.pid = [], os.getpid()
+        try:
+            return self.idle.pop()
+        except IndexError:
+            return self.pool.get_connection()
+
+    def _put_back(self, connection: Any) -> None:
+        if len(self.idle) < self.keep and self.pid == os.getpid():
+            self.idle.append(connection)
+        else:
+            self.pool.release(connection)
+
+    def send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one round trip; their replies. The first error reply is raised.
+
+        A connection that fails is closed, and the commands go again through redis-py, whose retries
+        (with backoff) wait out a Redis restart, as they did when every call went that way.
+        """
+        connection = self._take()
+        replies: list[Any] = []
+        lost = False
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as reply_error:
+                    replies.append(reply_error)
+        except BaseException as failure:
+            # Replies left unread would be read as the answers to the next caller's commands.
+            connection.disconnect()
+            if not isinstance(failure, redis.ConnectionError | redis.TimeoutError):
+                raise
+            lost = True
+        finally:
+            self._put_back(connection)
+        if lost:
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(pipe.execute())
+        error = next((reply for reply in replies if isinstance(reply, redis.ResponseError)), None)
+        if error is not None:
+            raise error
+        return replies
 
 
 class _CallsOnlyListeners:
@@ -525,6 +555,7 @@ class PlatformRedisBroker(_FailuresStayFailures, _AnnouncesWorkers, _CallsOnlyLi
     def __init__(self, *, maintenance_interval: int = 2_000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.scripts["dispatch"] = self.client.register_script(_front_requeue_dispatch())
+        self.round_trips = RawRoundTrips(self.client)
         self.maintenance_interval = maintenance_interval
         self._last_maintenance: dict[str, int] = {}
         self.liveness_client = self.client
@@ -626,7 +657,7 @@ class PlatformRedisBroker(_FailuresStayFailures, _AnnouncesWorkers, _CallsOnlyLi
         script's raw reply.
 
         ``extra`` gets a redis-py pipeline to add commands to; the pipeline only collects them and they
-        go to Redis raw (``send_commands``). A server that lost its scripts (a restart) gets the script
+        go to Redis raw (``RawRoundTrips``). A server that lost its scripts (a restart) gets the script
         loaded again.
         """
         script = self.scripts["dispatch"]
@@ -637,10 +668,10 @@ class PlatformRedisBroker(_FailuresStayFailures, _AnnouncesWorkers, _CallsOnlyLi
             extra(staged)
             extra_commands = [command_args for command_args, _options in staged.command_stack]
         try:
-            return send_commands(self.client, [dispatch, *extra_commands])[0]
+            return self.round_trips.send([dispatch, *extra_commands])[0]
         except redis.exceptions.NoScriptError:
             script.sha = self.client.script_load(script.script)
-            return send_commands(self.client, [(dispatch[0], script.sha, *dispatch[2:]), *extra_commands])[0]
+            return self.round_trips.send([(dispatch[0], script.sha, *dispatch[2:]), *extra_commands])[0]
 
     def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
         key = notify_key(queue_name)

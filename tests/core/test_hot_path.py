@@ -106,16 +106,67 @@ def test_a_failing_hook_is_logged_and_the_others_still_run_but_a_middleware_erro
 
 
 def test_a_raw_round_trip_reads_every_reply_and_raises_the_first_error(broker, redis_client):
-    from broker import send_commands
+    from broker import RawRoundTrips
 
+    round_trips = RawRoundTrips(redis_client)
     key = f"hot-path:{uuid.uuid4().hex}"
     # When the second of three commands fails
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        send_commands(redis_client, [("SET", key, "v"), ("LPUSH", key, "x"), ("APPEND", key, "w")])
-    # Then the commands around it ran, and the pooled connection is still in step: the next
+        round_trips.send([("SET", key, "v"), ("LPUSH", key, "x"), ("APPEND", key, "w")])
+    # Then the commands around it ran, and the kept connection is still in step: the next
     # command gets its own reply, not a leftover one
-    assert send_commands(redis_client, [("GET", key)]) == [b"vw"]
-    assert send_commands(redis_client, [("DEL", key), ("EXISTS", key)]) == [1, 0]
+    assert round_trips.send([("GET", key)]) == [b"vw"]
+    assert round_trips.send([("DEL", key), ("EXISTS", key)]) == [1, 0]
+    assert len(round_trips.idle) == 1
+
+
+def test_raw_round_trips_keep_a_bounded_number_of_connections_and_survive_a_killed_one(redis_client):
+    import threading
+
+    from broker import RawRoundTrips
+
+    client = redis.Redis.from_url(_url(redis_client))
+    round_trips = RawRoundTrips(client, keep=4)
+    key = f"hot-path:{uuid.uuid4().hex}"
+    # When 32 threads send at once, again and again
+    barrier = threading.Barrier(32)
+
+    def sends() -> None:
+        barrier.wait()
+        for _ in range(20):
+            round_trips.send([("INCR", key)])
+
+    threads = [threading.Thread(target=sends) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    # Then every command ran, and no more than `keep` connections wait between calls (the others
+    # went back to the pool, which can lend them elsewhere)
+    assert int(redis_client.get(key)) == 640
+    assert len(round_trips.idle) <= 4
+    assert len(client.connection_pool._in_use_connections) == len(round_trips.idle)
+
+    # When the server drops every connection the object keeps
+    for connection in round_trips.idle:
+        redis_client.client_kill_filter(_id=_client_id(connection))
+    # Then the next calls still get their replies (the broken connection is closed, the commands go
+    # again through redis-py), and the calls after that reuse a working connection
+    for _ in range(len(round_trips.idle) + 2):
+        assert round_trips.send([("GET", key)]) == [b"640"]
+    redis_client.delete(key)
+    client.close()
+
+
+def _url(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def _client_id(connection: Any) -> int:
+    connection.send_command("CLIENT", "ID")
+    return int(connection.read_response())
 
 
 def test_enqueue_fetch_and_ack_recover_when_the_server_lost_its_scripts(worker, broker, redis_client):
