@@ -20,6 +20,7 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -567,6 +568,8 @@ class PlatformRedisBroker(_FailuresStayFailures, _AnnouncesWorkers, _CallsOnlyLi
         #: Redis ids, per queue, of the messages its consumers handed to this process's worker threads and
         #: that are not yet acknowledged or handed back: what the process holds besides a consumer's cache.
         self.handed: dict[str, set[str]] = {}
+        #: The open consumers of each queue: the orphan check is sound only where one fetches into the ack set.
+        self.consumers: dict[str, weakref.WeakSet[Any]] = {}
         #: The embedded server this broker talks to, if it does; the broker's close leaves it.
         self.embedded: EmbeddedRedis | None = None
 
@@ -705,6 +708,7 @@ class _WakeableConsumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)
         self.settled = threading.Event()
         self.handed = broker.handed.setdefault(queue_name, set())
+        broker.consumers.setdefault(queue_name, weakref.WeakSet()).add(self)
         # A new consumer (the first, or one after a lost connection) looks for orphans at once.
         self._orphans_checked_at = float("-inf")
 
@@ -768,6 +772,7 @@ class _WakeableConsumer(_RedisConsumer):
         them, so without this those messages stayed in this process's ack set until the heartbeat
         timeout made another worker take them.
         """
+        self.broker.consumers[self.queue_name].discard(self)
         message_ids = self._take_cached_ids()
         try:
             if message_ids:
@@ -838,6 +843,10 @@ class _WakeableConsumer(_RedisConsumer):
         message acknowledged in between is in neither; the requeue skips any that left the set since.
         """
         self._orphans_checked_at = time.monotonic()
+        if len(self.broker.consumers[self.queue_name]) > 1:
+            # Two workers on one broker in one process (a test's): another thread fetches into the same
+            # set, and what it just took would look orphaned.
+            return
         held = set(self.handed)
         held.update(self._cached_ids())
         members = self.broker.client.smembers(self.broker.acks_key(self.queue_name))

@@ -162,3 +162,32 @@ def test_a_message_left_in_a_live_workers_ack_set_goes_back_without_a_restart(br
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(10)
     broker.flush_all()
+
+
+def test_two_workers_on_one_broker_never_take_each_others_messages_for_orphans(worker, broker, redis_client):
+    import dramatiq
+
+    from tests.conftest import stop_worker
+    from tests.core.sample_actors import records_order
+
+    key = f"test:{uuid.uuid4().hex}"
+    # Given a second worker on the same broker in this process (one ack set per queue, two consumers
+    # fetching into it), and the orphan check made to run at every refill
+    second = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
+    interval, broker.maintenance_interval = broker.maintenance_interval, 0
+    second.start()
+    try:
+        # When 300 jobs run across both
+        for index in range(300):
+            records_order.send(key, str(index))
+        wait_until(lambda: redis_client.llen(key) >= 300, timeout=120)
+        worker.join()
+        second.join()
+    finally:
+        broker.maintenance_interval = interval
+        stop_worker(broker, second)
+
+    # Then each ran once: neither consumer handed back what the other had just fetched
+    ran = redis_client.lrange(key, 0, -1)
+    assert sorted(int(label) for label in ran) == list(range(300))
+    redis_client.delete(key)
