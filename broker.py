@@ -610,6 +610,9 @@ class PlatformRedisBroker(_FailuresStayFailures, _AnnouncesWorkers, _CallsOnlyLi
         during the outage would wait until the process died. A delay-queue consumer is the only holder of
         its ack set, so a new one (the first one has none) returns all of it to the delay queue.
         """
+        if self.consumers.get(queue_name):
+            # Another worker on this broker in this process holds the set's delayed messages.
+            return
         # What the old consumer handed out was dropped with the consumer thread's delay queue.
         self.handed.pop(queue_name, None)
         try:

@@ -172,15 +172,19 @@ def test_two_workers_on_one_broker_never_take_each_others_messages_for_orphans(w
 
     key = f"test:{uuid.uuid4().hex}"
     # Given a second worker on the same broker in this process (one ack set per queue, two consumers
-    # fetching into it), and the orphan check made to run at every refill
+    # fetching into it), started while the first holds delayed messages, and the orphan check made to
+    # run at every refill
+    for index in range(300, 320):
+        records_order.send_with_options(args=(key, str(index)), delay=1_500)
+    wait_until(lambda: redis_client.llen("dramatiq:default.DQ") == 0, timeout=30)
     second = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
     interval, broker.maintenance_interval = broker.maintenance_interval, 0
     second.start()
     try:
-        # When 300 jobs run across both
+        # When 300 jobs run across both, and the delayed ones come due
         for index in range(300):
             records_order.send(key, str(index))
-        wait_until(lambda: redis_client.llen(key) >= 300, timeout=120)
+        wait_until(lambda: redis_client.llen(key) >= 320, timeout=120)
         worker.join()
         second.join()
     finally:
@@ -189,5 +193,5 @@ def test_two_workers_on_one_broker_never_take_each_others_messages_for_orphans(w
 
     # Then each ran once: neither consumer handed back what the other had just fetched
     ran = redis_client.lrange(key, 0, -1)
-    assert sorted(int(label) for label in ran) == list(range(300))
+    assert sorted(int(label) for label in ran) == list(range(320))
     redis_client.delete(key)
