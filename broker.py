@@ -853,7 +853,7 @@ class _WakeableConsumer(_RedisConsumer):
         held = set(self.handed)
         held.update(self._cached_ids())
         members = self.broker.client.smembers(self.broker.acks_key(self.queue_name))
-        orphans = [member.decode() for member in members if member.decode() not in held]  # type: ignore[union-attr]
+        orphans = [redis_id for member in members if (redis_id := member.decode()) not in held]  # type: ignore[union-attr]
         if orphans:
             self.broker.do_requeue(self.queue_name, *orphans)
             logger.warning(

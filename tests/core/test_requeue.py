@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from bench.chaos import children
+from tests.core.process_support import kill, start_worker, stop
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,20 +114,14 @@ def test_the_broker_refuses_a_dramatiq_whose_private_parts_it_does_not_know():
     assert "2.2.1" in completed.stderr and "9.9.9" in completed.stderr
 
 
-def test_a_message_left_in_a_live_workers_ack_set_goes_back_without_a_restart(broker, redis_client):
+def test_a_message_left_in_a_live_workers_ack_set_goes_back_without_a_restart(broker, redis_client, tmp_path):
     from tests.core.sample_actors import counts, holds_until_released
 
     broker.flush_all()
     key = f"test:{uuid.uuid4().hex}"
     # Given a live worker process busy with one job, which it holds in its ack set
-    worker = subprocess.Popen(
-        [DRAMATIQ, "actors", "tests.core.sample_actors", "-p", "1", "-t", "2", "-Q", "default"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "MAINTENANCE_INTERVAL_MS": "500"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MAINTENANCE_INTERVAL_MS": "500"}
+    worker = start_worker(env, tmp_path / "worker.log", "-p", "1", "-t", "2", "-Q", "default")
     try:
         holds_until_released.send(key)
         wait_until(lambda: redis_client.get(f"{key}:holding"), timeout=90)
@@ -157,12 +152,10 @@ def test_a_message_left_in_a_live_workers_ack_set_goes_back_without_a_restart(br
         assert redis_client.get(f"{key}:holding") is None
         assert worker.poll() is None
     finally:
-        os.kill(worker.pid, signal.SIGTERM)
         try:
-            worker.wait(60)
+            stop(worker, timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
+            kill(worker)
     broker.flush_all()
 
 
