@@ -4,6 +4,7 @@ reply, raise error replies, and recover a server that lost its scripts."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
@@ -125,7 +126,7 @@ def test_raw_round_trips_keep_a_bounded_number_of_connections_and_survive_a_kill
 
     from broker import RawRoundTrips
 
-    client = redis.Redis.from_url(_url(redis_client))
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
     round_trips = RawRoundTrips(client, keep=4)
     key = f"hot-path:{uuid.uuid4().hex}"
     # When 32 threads send at once, again and again
@@ -157,11 +158,6 @@ def test_raw_round_trips_keep_a_bounded_number_of_connections_and_survive_a_kill
         assert round_trips.send([("GET", key)]) == [b"640"]
     redis_client.delete(key)
     client.close()
-
-
-def _url(client: redis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    return f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
 def _client_id(connection: Any) -> int:
