@@ -117,7 +117,14 @@ def test_a_killed_worker_process_is_replaced_and_the_command_keeps_serving(super
     process, _ = supervised
     first = counts.send(key, "first")
     assert wait_for_job(first.message_id, timeout=120).state == "succeeded"
-    workers = wait_until(lambda: _children(process.pid), timeout=30)
+
+    # (both children: the fork starts only once the worker process has booted, and the first job can be
+    # done before that; counting too early made the replacement check below wait for the wrong number)
+    def both_children() -> set[int] | None:
+        children = _children(process.pid)
+        return children if len(children) >= 2 else None
+
+    workers = wait_until(both_children, timeout=30)
 
     # When a worker process is SIGKILLed
     victim = max(workers)  # the fork (metrics) starts after the worker; either kind must come back
